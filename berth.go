@@ -1,0 +1,175 @@
+// Package berth holds Berth's domain types and the interfaces its adapters
+// implement: the Store (Redis), the Engine (Docker Engine and Compose) and
+// the Emitter (events on NATS). It imports no adapter; cmd/worker wires the
+// adapters to the handlers.
+package berth
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/berth-ops/berth/events"
+)
+
+// Project is the configuration of one managed Compose project.
+type Project struct {
+	// Name is the Berth project name, the subject token.
+	Name string `json:"name"`
+	// Workspace is the absolute directory where the code is edited.
+	Workspace string `json:"workspace"`
+	// Production is the absolute directory the compose project runs from.
+	Production string `json:"production"`
+	// ComposeProject is the compose project name (docker compose -p).
+	ComposeProject string `json:"compose_project"`
+	// ComposeFiles are the compose files, relative to Production.
+	ComposeFiles []string `json:"compose_files"`
+	// Services are the services the compose files declare.
+	Services []string `json:"services"`
+	// PrimaryService is the default service of logs.
+	PrimaryService string `json:"primary_service"`
+	// CreatedAt and UpdatedAt are set by config.set.
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// UpdatedBy is the user of the last config.set.
+	UpdatedBy string `json:"updated_by"`
+}
+
+// Container is what the engine reports about one container of a project.
+type Container struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	Service      string            `json:"service"`
+	Image        string            `json:"image"`
+	ImageID      string            `json:"image_id"`
+	State        string            `json:"state"`            // created, running, restarting, exited, paused, dead
+	Health       string            `json:"health,omitempty"` // healthy, unhealthy, starting, or "" without a healthcheck
+	HealthLog    []string          `json:"health_log,omitempty"`
+	StartedAt    time.Time         `json:"started_at"`
+	FinishedAt   time.Time         `json:"finished_at"`
+	RestartCount int               `json:"restart_count"`
+	ExitCode     int               `json:"exit_code"`
+	Ports        []Port            `json:"ports,omitempty"`
+	OneShot      bool              `json:"one_shot,omitempty"`
+	Labels       map[string]string `json:"-"`
+}
+
+// Port is one published port.
+type Port struct {
+	HostIP        string `json:"host_ip,omitempty"`
+	HostPort      uint16 `json:"host_port,omitempty"`
+	ContainerPort uint16 `json:"container_port"`
+	Proto         string `json:"proto"`
+}
+
+// LogOptions selects the log lines of one container.
+type LogOptions struct {
+	Tail       int       // lines from the end; 0 means all
+	Since      time.Time // zero means no lower bound
+	Until      time.Time // zero means no upper bound
+	Timestamps bool
+	Follow     bool
+}
+
+// Engine is the Docker Engine and Compose, as Berth uses them.
+//
+// Every method returns a *events.Error with CodeDockerUnavailable when the
+// engine cannot be reached.
+type Engine interface {
+	// Ping checks that the engine answers.
+	Ping(ctx context.Context) error
+	// Containers lists every container (running or not) of a compose
+	// project, by its com.docker.compose.project label, inspected.
+	Containers(ctx context.Context, composeProject string) ([]Container, error)
+	// ComposeServices returns the services the compose files declare,
+	// as `docker compose config --services` reports them. Files are
+	// relative to dir. A broken compose file is a CodeBadRequest error.
+	ComposeServices(ctx context.Context, dir string, files []string, composeProject string) ([]string, error)
+	// Logs streams the log lines of a container to fn, demultiplexed, in
+	// order. With opts.Follow it returns when ctx ends (nil error) or the
+	// container stops. fn returning an error stops the stream with it.
+	Logs(ctx context.Context, containerID string, opts LogOptions, fn func(events.LogLine) error) error
+}
+
+// RequestState is the state of a request record.
+type RequestState string
+
+// The request states.
+const (
+	RequestRunning RequestState = "running"
+	RequestDone    RequestState = "done"
+)
+
+// RequestRecord is the idempotency record of one request.
+type RequestRecord struct {
+	ID        string       `json:"id"`
+	Project   string       `json:"project"`
+	Action    string       `json:"action"`
+	State     RequestState `json:"state"`
+	Worker    string       `json:"worker"`
+	StartedAt time.Time    `json:"started_at"`
+	// Result is the stored result event, re-published on redelivery.
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// HistoryEntry is one operation in a project's history.
+type HistoryEntry struct {
+	RequestID  string         `json:"request_id"`
+	Action     string         `json:"action"`
+	User       string         `json:"user"`
+	Confirmer  string         `json:"confirmer,omitempty"`
+	OK         bool           `json:"ok"`
+	ErrorCode  events.Code    `json:"error_code,omitempty"`
+	StartedAt  time.Time      `json:"started_at"`
+	DurationMS int64          `json:"duration_ms"`
+	Details    map[string]any `json:"details,omitempty"`
+}
+
+// CachedStatus is a status report with the time it was taken.
+type CachedStatus struct {
+	TakenAt time.Time       `json:"taken_at"`
+	Report  json.RawMessage `json:"report"`
+}
+
+// Store keeps Berth's state in Redis.
+//
+// Every method returns a *events.Error with CodeStoreUnavailable when the
+// store cannot be reached; lookups of missing keys return CodeNotFound.
+type Store interface {
+	Ping(ctx context.Context) error
+
+	// GetProject returns a project's config, or CodeNotFound.
+	GetProject(ctx context.Context, name string) (*Project, error)
+	// PutProject creates or replaces a project's config.
+	PutProject(ctx context.Context, p *Project) error
+	// DeleteProject removes a project's config and status cache; its
+	// history stays. Deleting a missing project returns CodeNotFound.
+	DeleteProject(ctx context.Context, name string) error
+	// ListProjects returns the configured project names, sorted.
+	ListProjects(ctx context.Context) ([]string, error)
+
+	// GetStatus returns the cached status, or CodeNotFound when there is
+	// none or it expired.
+	GetStatus(ctx context.Context, project string) (*CachedStatus, error)
+	// PutStatus caches a status for ttl.
+	PutStatus(ctx context.Context, project string, s *CachedStatus, ttl time.Duration) error
+	// InvalidateStatus drops the cached status.
+	InvalidateStatus(ctx context.Context, project string) error
+
+	// BeginRequest creates the record of a request in the running state
+	// unless one exists. It returns the existing record and false when one
+	// does, or the new record and true.
+	BeginRequest(ctx context.Context, rec *RequestRecord, ttl time.Duration) (*RequestRecord, bool, error)
+	// TakeOverRequest replaces a running record (of a worker that died) with rec.
+	TakeOverRequest(ctx context.Context, rec *RequestRecord, ttl time.Duration) error
+	// FinishRequest marks a request done with its result event.
+	FinishRequest(ctx context.Context, id string, result json.RawMessage, ttl time.Duration) error
+	// GetRequest returns a request record, or CodeNotFound.
+	GetRequest(ctx context.Context, id string) (*RequestRecord, error)
+
+	// AppendHistory adds an entry at the head of a project's history,
+	// keeping at most the store's cap.
+	AppendHistory(ctx context.Context, project string, e *HistoryEntry) error
+	// History returns the newest n entries, newest first.
+	History(ctx context.Context, project string, n int) ([]HistoryEntry, error)
+}

@@ -1,0 +1,78 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Kind is the kind of an event, also the last token of its subject.
+type Kind string
+
+// The event kinds.
+const (
+	KindAccepted Kind = "accepted"
+	KindProgress Kind = "progress"
+	KindLog      Kind = "log"
+	KindConfirm  Kind = "confirm"
+	KindResult   Kind = "result"
+)
+
+// Steps named by progress events.
+const (
+	StepPlan     = "plan"
+	StepLock     = "lock"
+	StepBackup   = "backup"
+	StepSync     = "sync"
+	StepBuild    = "build"
+	StepUp       = "up"
+	StepVerify   = "verify"
+	StepRollback = "rollback"
+	StepFollow   = "follow"
+)
+
+// MaxLogChunk is the largest payload of log lines carried by one log event.
+const MaxLogChunk = 64 * 1024
+
+// Event is the body of every event. Fields after User depend on Kind.
+type Event struct {
+	RequestID string `json:"request_id"`
+	Project   string `json:"project"`
+	Action    string `json:"action"`
+	Kind      Kind   `json:"kind"`
+	Seq       uint64 `json:"seq"`
+	TS        string `json:"ts"`
+	User      string `json:"user"`
+
+	// progress
+	Step    string `json:"step,omitempty"`
+	Message string `json:"message,omitempty"`
+	Done    *int   `json:"done,omitempty"`
+	Total   *int   `json:"total,omitempty"`
+
+	// log
+	Lines []LogLine `json:"lines,omitempty"`
+
+	// confirm
+	Token     string          `json:"token,omitempty"`
+	ExpiresAt string          `json:"expires_at,omitempty"`
+	Plan      json.RawMessage `json:"plan,omitempty"`
+
+	// result
+	OK         *bool           `json:"ok,omitempty"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	Error      *Error          `json:"error,omitempty"`
+	DurationMS *int64          `json:"duration_ms,omitempty"`
+}
+
+// LogLine is one line of container output.
+type LogLine struct {
+	// Stream is "stdout" or "stderr".
+	Stream string `json:"stream"`
+	// TS is the engine's timestamp of the line (RFC 3339 with nanoseconds)
+	// when timestamps were asked for.
+	TS   string `json:"ts,omitempty"`
+	Line string `json:"line"`
+}
+
+// Timestamp formats t as events carry it.
+func Timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

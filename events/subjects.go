@@ -1,0 +1,126 @@
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// DefaultPrefix is the subject prefix used when none is configured.
+const DefaultPrefix = "berth"
+
+// Actions, as they appear as the last tokens of a command subject.
+const (
+	ActionConfigSet    = "config.set"
+	ActionConfigGet    = "config.get"
+	ActionConfigDelete = "config.delete"
+	ActionStatus       = "status"
+	ActionLogs         = "logs"
+	ActionRestart      = "restart"
+	ActionDeploy       = "deploy"
+	ActionRollback     = "rollback"
+	ActionHistory      = "history"
+)
+
+// Actions lists every known action in a stable order.
+var actions = []string{
+	ActionConfigSet, ActionConfigGet, ActionConfigDelete,
+	ActionStatus, ActionLogs, ActionRestart, ActionDeploy, ActionRollback, ActionHistory,
+}
+
+// FastActions are the read-only actions served by the fast consumer, so a
+// long deploy never delays them.
+var fastActions = []string{ActionStatus, ActionLogs, ActionConfigGet, ActionHistory}
+
+// Actions returns every known action.
+func Actions() []string { return slices.Clone(actions) }
+
+// FastActions returns the actions served by the fast lane.
+func FastActions() []string { return slices.Clone(fastActions) }
+
+// SlowActions returns the actions served by the slow lane.
+func SlowActions() []string {
+	var out []string
+	for _, a := range actions {
+		if !IsFast(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// IsKnownAction reports whether a is one of Actions.
+func IsKnownAction(a string) bool { return slices.Contains(actions, a) }
+
+// IsFast reports whether a is served by the fast lane.
+func IsFast(a string) bool { return slices.Contains(fastActions, a) }
+
+var (
+	projectRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	requestIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// ValidProject reports whether p follows the Compose project-name rule
+// (lower-case letters, digits, '_' and '-', starting with a letter or digit,
+// at most 63 characters).
+func ValidProject(p string) bool { return len(p) <= 63 && projectRe.MatchString(p) }
+
+// ValidRequestID reports whether id can be used as a subject token.
+func ValidRequestID(id string) bool { return requestIDRe.MatchString(id) }
+
+// Subjects builds and parses subjects under one prefix.
+type Subjects struct{ Prefix string }
+
+// NewSubjects returns Subjects for prefix, or DefaultPrefix when prefix is empty.
+func NewSubjects(prefix string) Subjects {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Subjects{Prefix: prefix}
+}
+
+// Command is the subject a command for project and action is published on.
+func (s Subjects) Command(project, action string) string {
+	return s.Prefix + ".cmd." + project + "." + action
+}
+
+// CommandFilter is the filter matching action for every project.
+func (s Subjects) CommandFilter(action string) string { return s.Prefix + ".cmd.*." + action }
+
+// AllCommands matches every command subject, known action or not.
+func (s Subjects) AllCommands() string { return s.Prefix + ".cmd.>" }
+
+// Event is the subject of one event of a request.
+func (s Subjects) Event(project, requestID string, kind Kind) string {
+	return s.Prefix + ".evt." + project + "." + requestID + "." + string(kind)
+}
+
+// RequestEvents matches every event of one request.
+func (s Subjects) RequestEvents(project, requestID string) string {
+	return s.Prefix + ".evt." + project + "." + requestID + ".>"
+}
+
+// AllEvents matches every event.
+func (s Subjects) AllEvents() string { return s.Prefix + ".evt.>" }
+
+// Audit is the subject of the audit record of one command.
+func (s Subjects) Audit(project, action string) string {
+	return s.Prefix + ".audit." + project + "." + action
+}
+
+// ParseCommand splits a command subject into project and action. The action
+// may itself contain dots (config.set). It fails when the subject is not
+// under this prefix's command space; it does not validate the project name
+// or the action.
+func (s Subjects) ParseCommand(subject string) (project, action string, err error) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".cmd.")
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not under %s.cmd", subject, s.Prefix)
+	}
+	project, action, ok = strings.Cut(rest, ".")
+	if !ok || project == "" || action == "" {
+		return "", "", fmt.Errorf("subject %q must be %s.cmd.<project>.<action>", subject, s.Prefix)
+	}
+	return project, action, nil
+}
