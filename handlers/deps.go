@@ -1,0 +1,95 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/events"
+)
+
+// Config holds the settings the handlers apply.
+type Config struct {
+	// Roots are the directories inside which workspace and production
+	// directories must lie.
+	Roots []string
+	// StatusTTL is how long a status report is served from the cache.
+	StatusTTL time.Duration
+	// MaxTail caps the lines logs returns; MaxFollow caps follow_s.
+	MaxTail   int
+	MaxFollow time.Duration
+	// HistoryLimit caps the entries history returns.
+	HistoryLimit int
+}
+
+func (c *Config) setDefaults() {
+	if c.StatusTTL == 0 {
+		c.StatusTTL = 10 * time.Second
+	}
+	if c.MaxTail == 0 {
+		c.MaxTail = 10000
+	}
+	if c.MaxFollow == 0 {
+		c.MaxFollow = 300 * time.Second
+	}
+	if c.HistoryLimit == 0 {
+		c.HistoryLimit = 500
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	for _, r := range c.Roots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) != r {
+			return fmt.Errorf("root %q must be an absolute, clean path", r)
+		}
+	}
+	if c.StatusTTL < 0 || c.MaxTail < 0 || c.MaxFollow < 0 || c.HistoryLimit < 0 {
+		return fmt.Errorf("limits must not be negative")
+	}
+	return nil
+}
+
+// Service holds what every handler needs: the store, the engine, the
+// configuration and a clock.
+type Service struct {
+	Store  berth.Store
+	Engine berth.Engine
+	Config Config
+	Now    func() time.Time
+}
+
+// NewService returns a Service with defaults applied.
+func NewService(store berth.Store, engine berth.Engine, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Service{Store: store, Engine: engine, Config: cfg, Now: time.Now}, nil
+}
+
+// Register adds every handler of s to m.
+func (s *Service) Register(m *Mux) {
+	m.Handle(events.ActionConfigSet, HandlerFunc(s.ConfigSet))
+	m.Handle(events.ActionConfigGet, HandlerFunc(s.ConfigGet))
+	m.Handle(events.ActionConfigDelete, HandlerFunc(s.ConfigDelete))
+	m.Handle(events.ActionStatus, HandlerFunc(s.Status))
+	m.Handle(events.ActionLogs, HandlerFunc(s.Logs))
+	m.Handle(events.ActionHistory, HandlerFunc(s.History))
+}
+
+// project loads a project's config, turning a missing one into an error
+// that says how to create it.
+func (s *Service) project(ctx context.Context, name string) (*berth.Project, error) {
+	p, err := s.Store.GetProject(ctx, name)
+	if err != nil {
+		if events.ErrorCode(err) == events.CodeNotFound {
+			return nil, events.Errorf(events.CodeNotFound, "project %q is not configured", name).
+				WithHint(fmt.Sprintf("configure it first: config.set on %s with workspace and production paths", name))
+		}
+		return nil, err
+	}
+	return p, nil
+}

@@ -1,0 +1,405 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/events"
+)
+
+// Delivery is one delivered command message, as the intake hands it over.
+type Delivery struct {
+	Subject string
+	Data    []byte
+	// MsgID is the Nats-Msg-Id header, if any.
+	MsgID string
+	// StreamSeq is the message's sequence in the command stream; it
+	// derives a stable request id for commands that carry none.
+	StreamSeq uint64
+	// NumDelivered counts deliveries from 1; MaxDeliver is the consumer's cap.
+	NumDelivered uint64
+	MaxDeliver   int
+	// InProgress tells the server the command is still being worked on,
+	// so it is not redelivered during long work. May be nil.
+	InProgress func()
+}
+
+// Emitter publishes events and replies.
+type Emitter interface {
+	// Emit publishes body on subject with the given message id. A durable
+	// emit returns only once the event stream has stored the event.
+	Emit(ctx context.Context, subject, msgID string, body []byte, durable bool) error
+	// Reply publishes body on a core-NATS subject (a command's reply_to).
+	Reply(ctx context.Context, subject string, body []byte) error
+}
+
+// Verdict says what the intake does with a delivery after Process.
+type Verdict int
+
+// The verdicts.
+const (
+	// Ack: the command is finished (its result is published).
+	Ack Verdict = iota
+	// Retry: the result could not be published; redeliver after a delay.
+	Retry
+	// Term: give up on the message without redelivery.
+	Term
+)
+
+// Decision is a Verdict with its delay (Retry) or reason (Term).
+type Decision struct {
+	Verdict Verdict
+	Delay   time.Duration
+	Reason  string
+}
+
+// Dispatcher takes a delivered command through decoding, the idempotency
+// record, its handler and its one result event.
+type Dispatcher struct {
+	Mux      *Mux
+	Store    berth.Store
+	Emitter  Emitter
+	Subjects events.Subjects
+	Log      zerolog.Logger
+	// WorkerID names this worker in request records.
+	WorkerID string
+	// RecordTTL is how long request records are kept (default 24 h).
+	RecordTTL time.Duration
+	// Heartbeat is how often InProgress is sent during work (default 10 s).
+	Heartbeat time.Duration
+	// RetryDelay is the delay of a Retry (default 2 s).
+	RetryDelay time.Duration
+	Now        func() time.Time
+}
+
+// requestNamespace derives stable request ids from stream sequences.
+var requestNamespace = uuid.MustParse("6f1d1bd4-6f8e-4b8e-9a59-6a0c4f6c2b10")
+
+// Process executes one delivery and says whether to ack it.
+func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
+	now := d.now()
+	project, action, err := d.Subjects.ParseCommand(del.Subject)
+	if err != nil {
+		d.Log.Error().Str("subject", del.Subject).Err(err).Msg("command on a subject outside the command space")
+		return Decision{Verdict: Term, Reason: err.Error()}
+	}
+	cmd, decErr := events.DecodeCommand(del.Data)
+	id := d.requestID(cmd, del)
+	r := &run{d: d, ev: events.Event{RequestID: id, Project: project, Action: action}, start: now, del: del}
+	if cmd != nil {
+		r.ev.User = cmd.User
+		r.replyTo = cmd.ReplyTo
+	}
+	log := d.Log.With().Str("request_id", id).Str("project", project).Str("action", action).Logger()
+	if cmd != nil {
+		log = log.With().Str("user", cmd.User).Logger()
+	}
+	ctx = log.WithContext(ctx)
+	r.log = &log
+	r.ctx = ctx
+
+	if !events.ValidProject(project) {
+		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "project name %q is not valid", project).
+			WithHint("use lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters"))
+	}
+	h := d.Mux.Handler(action)
+	if h == nil {
+		return r.finish(ctx, nil, UnknownActionError(action, d.Mux))
+	}
+	if decErr != nil {
+		return r.finish(ctx, nil, decErr)
+	}
+
+	// Idempotency: a command already done re-publishes its result.
+	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, State: berth.RequestRunning, Worker: d.WorkerID, StartedAt: now}
+	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
+	switch {
+	case err != nil && events.IsFast(action):
+		log.Warn().Err(err).Msg("no request record (store unavailable); serving the read-only command anyway")
+		r.noRecord = true
+	case err != nil:
+		return r.finish(ctx, nil, err)
+	case !created && existing.State == berth.RequestDone && len(existing.Result) > 0:
+		log.Info().Uint64("delivery", del.NumDelivered).Msg("command already done: re-publishing its result")
+		return r.republish(ctx, existing.Result)
+	case !created && del.NumDelivered <= 1 && now.Sub(existing.StartedAt) < d.staleAfter():
+		log.Warn().Str("worker", existing.Worker).Msg("a command with this request id is already running; ignoring the duplicate")
+		return Decision{Verdict: Ack}
+	case !created:
+		log.Warn().Str("worker", existing.Worker).Uint64("delivery", del.NumDelivered).Msg("taking over a request whose worker stopped")
+		if err := d.Store.TakeOverRequest(ctx, rec, d.recordTTL()); err != nil {
+			return r.finish(ctx, nil, err)
+		}
+	}
+
+	r.executed = true
+	r.emit(ctx, events.KindAccepted, nil)
+	log.Info().Msg("command accepted")
+	req := &Request{ID: id, Project: project, Action: action, User: cmd.User, Args: cmd.Args,
+		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered)}
+	stop := d.heartbeat(del)
+	data, herr := safeHandle(ctx, h, req, r)
+	stop()
+	return r.finish(ctx, data, herr)
+}
+
+// UnknownActionError is the bad_request answer to an unknown action.
+func UnknownActionError(action string, m *Mux) *events.Error {
+	return events.Errorf(events.CodeBadRequest, "unknown action %q", action).
+		With("actions", m.Actions()).
+		WithHint("use one of: " + strings.Join(m.Actions(), ", "))
+}
+
+func safeHandle(ctx context.Context, h Handler, req *Request, rep Reporter) (data any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			zerolog.Ctx(ctx).Error().Interface("panic", p).Msg("handler panicked")
+			err = events.Errorf(events.CodeInternal, "the worker failed while handling this command: %v", p).
+				WithHint("report this with the request id; the command did not complete")
+		}
+	}()
+	return h.Handle(ctx, req, rep)
+}
+
+func (d *Dispatcher) requestID(cmd *events.Command, del Delivery) string {
+	switch {
+	case cmd != nil && cmd.ID != "":
+		return cmd.ID
+	case events.ValidRequestID(del.MsgID):
+		return del.MsgID
+	case del.StreamSeq == 0:
+		return uuid.NewString()
+	default:
+		return uuid.NewSHA1(requestNamespace, fmt.Appendf(nil, "%s:%d", d.Subjects.Prefix, del.StreamSeq)).String()
+	}
+}
+
+func (d *Dispatcher) heartbeat(del Delivery) func() {
+	if del.InProgress == nil {
+		return func() {}
+	}
+	every := d.Heartbeat
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				del.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func (d *Dispatcher) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Dispatcher) recordTTL() time.Duration {
+	if d.RecordTTL > 0 {
+		return d.RecordTTL
+	}
+	return 24 * time.Hour
+}
+
+// staleAfter is how long a running record from a first delivery is
+// trusted to belong to live work.
+func (d *Dispatcher) staleAfter() time.Duration { return 15 * time.Minute }
+
+func (d *Dispatcher) retry(del Delivery, why string) Decision {
+	if del.MaxDeliver > 0 && del.NumDelivered >= uint64(del.MaxDeliver) {
+		return Decision{Verdict: Term, Reason: "last delivery: " + why}
+	}
+	delay := d.RetryDelay
+	if delay <= 0 {
+		delay = 2 * time.Second
+	}
+	return Decision{Verdict: Retry, Delay: delay, Reason: why}
+}
+
+// run is one request's execution: its event sequence and reporter.
+type run struct {
+	d        *Dispatcher
+	ev       events.Event
+	seq      atomic.Uint64
+	start    time.Time
+	del      Delivery
+	replyTo  string
+	noRecord bool
+	// executed is set once a handler runs; only such commands enter history.
+	executed bool
+	log      *zerolog.Logger
+	// ctx is the request's context, for Reporter calls.
+	ctx context.Context
+}
+
+func (r *run) emit(ctx context.Context, kind events.Kind, fill func(*events.Event)) ([]byte, error) {
+	ev := r.ev
+	ev.Kind = kind
+	ev.Seq = r.seq.Add(1)
+	ev.TS = events.Timestamp(r.d.now())
+	if fill != nil {
+		fill(&ev)
+	}
+	body, err := json.Marshal(&ev)
+	if err != nil {
+		return nil, err
+	}
+	subject := r.d.Subjects.Event(ev.Project, ev.RequestID, kind)
+	msgID := fmt.Sprintf("%s.%s.%d", ev.RequestID, kind, ev.Seq)
+	if err := r.d.Emitter.Emit(ctx, subject, msgID, body, kind == events.KindResult); err != nil {
+		r.log.Warn().Err(err).Str("kind", string(kind)).Msg("cannot publish event")
+		return body, err
+	}
+	return body, nil
+}
+
+// Progress implements Reporter.
+func (r *run) Progress(step, message string, done, total int) {
+	_, _ = r.emit(r.ctx, events.KindProgress, func(e *events.Event) {
+		e.Step, e.Message = step, message
+		if done >= 0 {
+			e.Done = &done
+		}
+		if total >= 0 {
+			e.Total = &total
+		}
+	})
+}
+
+// Log implements Reporter: lines go out in events of at most MaxLogChunk.
+func (r *run) Log(lines []events.LogLine) error {
+	ctx := r.ctx
+	const budget = events.MaxLogChunk - 1024 // room for the event envelope
+	var chunk []events.LogLine
+	size := 0
+	send := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		c := chunk
+		_, err := r.emit(ctx, events.KindLog, func(e *events.Event) { e.Lines = c })
+		chunk, size = nil, 0
+		return err
+	}
+	for _, l := range lines {
+		n := encodedLen(l)
+		if n > budget {
+			l.Line = clip(l.Line, budget/8)
+			n = encodedLen(l)
+		}
+		if size+n > budget {
+			if err := send(); err != nil {
+				return err
+			}
+		}
+		chunk = append(chunk, l)
+		size += n
+	}
+	return send()
+}
+
+// finish publishes the result, stores it in the request record, sends it
+// to reply_to, and decides the delivery's fate.
+func (r *run) finish(ctx context.Context, data any, herr error) Decision {
+	dur := r.d.now().Sub(r.start).Milliseconds()
+	ok := herr == nil
+	var raw json.RawMessage
+	var e *events.Error
+	if herr != nil {
+		e = events.AsError(herr)
+		if e.Code == events.CodeInternal {
+			r.log.Error().Err(herr).Msg("command failed")
+		} else {
+			r.log.Info().Str("code", string(e.Code)).Str("error", e.Message).Msg("command refused")
+		}
+	} else if data != nil {
+		b, err := json.Marshal(data)
+		if err != nil {
+			ok, e = false, events.AsError(fmt.Errorf("encode result: %w", err))
+		} else {
+			raw = b
+		}
+	}
+	body, err := r.emit(ctx, events.KindResult, func(ev *events.Event) {
+		ev.OK, ev.Data, ev.Error, ev.DurationMS = &ok, raw, e, &dur
+	})
+	if err != nil {
+		return r.d.retry(r.del, "result not published: "+err.Error())
+	}
+	if ok {
+		r.log.Info().Int64("duration_ms", dur).Msg("command done")
+	}
+	if !r.noRecord && events.ValidRequestID(r.ev.RequestID) {
+		if err := r.d.Store.FinishRequest(ctx, r.ev.RequestID, body, r.d.recordTTL()); err != nil {
+			r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")
+		}
+		if r.executed && !events.IsFast(r.ev.Action) {
+			h := &berth.HistoryEntry{RequestID: r.ev.RequestID, Action: r.ev.Action, User: r.ev.User, OK: ok,
+				StartedAt: r.start.UTC(), DurationMS: dur}
+			if e != nil {
+				h.ErrorCode = e.Code
+			}
+			if err := r.d.Store.AppendHistory(ctx, r.ev.Project, h); err != nil {
+				r.log.Warn().Err(err).Msg("cannot record history")
+			}
+		}
+	}
+	r.reply(ctx, body)
+	return Decision{Verdict: Ack}
+}
+
+func (r *run) republish(ctx context.Context, body []byte) Decision {
+	var ev events.Event
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return r.finish(ctx, nil, fmt.Errorf("stored result is unreadable: %w", err))
+	}
+	subject := r.d.Subjects.Event(ev.Project, ev.RequestID, events.KindResult)
+	if err := r.d.Emitter.Emit(ctx, subject, fmt.Sprintf("%s.%s.%d", ev.RequestID, ev.Kind, ev.Seq), body, true); err != nil {
+		return r.d.retry(r.del, "stored result not re-published: "+err.Error())
+	}
+	r.reply(ctx, body)
+	return Decision{Verdict: Ack}
+}
+
+func (r *run) reply(ctx context.Context, body []byte) {
+	if r.replyTo == "" {
+		return
+	}
+	if err := r.d.Emitter.Reply(ctx, r.replyTo, body); err != nil {
+		r.log.Warn().Err(err).Str("reply_to", r.replyTo).Msg("cannot send the result to reply_to")
+	}
+}
+
+func encodedLen(l events.LogLine) int {
+	b, _ := json.Marshal(l)
+	return len(b) + 1
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + " …[truncated]"
+}

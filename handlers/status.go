@@ -1,0 +1,191 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/events"
+)
+
+// StatusArgs are the arguments of status.
+type StatusArgs struct {
+	// Refresh bypasses the status cache.
+	Refresh bool `json:"refresh,omitempty"`
+}
+
+// StatusReport is the result data of status.
+type StatusReport struct {
+	Project        string          `json:"project"`
+	ComposeProject string          `json:"compose_project"`
+	Services       []ServiceStatus `json:"services"`
+	Summary        StatusSummary   `json:"summary"`
+	TakenAt        time.Time       `json:"taken_at"`
+	Cached         bool            `json:"cached"`
+	CachedAt       *time.Time      `json:"cached_at,omitempty"`
+	// CacheError says why the cache could not be used, when it could not.
+	CacheError string `json:"cache_error,omitempty"`
+}
+
+// ServiceStatus is the state of one container of a service, or of a
+// service without a container (state "missing").
+type ServiceStatus struct {
+	Service      string     `json:"service"`
+	Container    string     `json:"container,omitempty"`
+	State        string     `json:"state"`
+	Health       string     `json:"health,omitempty"`
+	HealthLog    []string   `json:"health_log,omitempty"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	UptimeS      int64      `json:"uptime_s"`
+	RestartCount int        `json:"restart_count"`
+	ExitCode     int        `json:"exit_code"`
+	Image        string     `json:"image,omitempty"`
+	Ports        []string   `json:"ports,omitempty"`
+}
+
+// StatusSummary counts services by state.
+type StatusSummary struct {
+	Containers int `json:"containers"`
+	Running    int `json:"running"`
+	Healthy    int `json:"healthy"`
+	Unhealthy  int `json:"unhealthy"`
+	Starting   int `json:"starting"`
+	Stopped    int `json:"stopped"`
+	Missing    int `json:"missing"`
+}
+
+// Status reports every service of a project, from the cache when it is
+// fresh and refresh is not asked for.
+func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, error) {
+	var a StatusArgs
+	if err := events.DecodeArgs(req.Args, &a); err != nil {
+		return nil, err
+	}
+	p, err := s.project(ctx, req.Project)
+	if err != nil {
+		return nil, err
+	}
+	var cacheErr string
+	if !a.Refresh {
+		cs, err := s.Store.GetStatus(ctx, p.Name)
+		switch {
+		case err == nil:
+			var rep StatusReport
+			if jerr := json.Unmarshal(cs.Report, &rep); jerr == nil {
+				rep.Cached = true
+				at := cs.TakenAt
+				rep.CachedAt = &at
+				rep.refreshUptime(s.Now())
+				return &rep, nil
+			}
+		case events.ErrorCode(err) != events.CodeNotFound:
+			cacheErr = events.AsError(err).Message
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("status cache unavailable; asking Docker")
+		}
+	}
+	containers, err := s.Engine.Containers(ctx, p.ComposeProject)
+	if err != nil {
+		return nil, err
+	}
+	rep := BuildStatus(p, containers, s.Now())
+	rep.CacheError = cacheErr
+	if cacheErr == "" {
+		if raw, err := json.Marshal(rep); err == nil {
+			if err := s.Store.PutStatus(ctx, p.Name, &berth.CachedStatus{TakenAt: rep.TakenAt, Report: raw}, s.Config.StatusTTL); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot cache status")
+			}
+		}
+	}
+	return rep, nil
+}
+
+// BuildStatus turns the containers of a project into a status report:
+// one entry per container, plus a "missing" entry for each configured
+// service without one.
+func BuildStatus(p *berth.Project, containers []berth.Container, now time.Time) *StatusReport {
+	rep := &StatusReport{Project: p.Name, ComposeProject: p.ComposeProject, TakenAt: now.UTC(), Services: []ServiceStatus{}}
+	seen := map[string]bool{}
+	for _, c := range containers {
+		seen[c.Service] = true
+		st := ServiceStatus{
+			Service: c.Service, Container: c.Name, State: c.State, Health: c.Health,
+			HealthLog: c.HealthLog, RestartCount: c.RestartCount, ExitCode: c.ExitCode, Image: c.Image,
+		}
+		if !c.StartedAt.IsZero() && c.State == "running" {
+			t := c.StartedAt.UTC()
+			st.StartedAt = &t
+		}
+		for _, pt := range c.Ports {
+			st.Ports = append(st.Ports, FormatPort(pt))
+		}
+		rep.Services = append(rep.Services, st)
+	}
+	for _, svc := range p.Services {
+		if !seen[svc] {
+			rep.Services = append(rep.Services, ServiceStatus{Service: svc, State: "missing"})
+		}
+	}
+	slices.SortStableFunc(rep.Services, func(a, b ServiceStatus) int {
+		if a.Service != b.Service {
+			if a.Service < b.Service {
+				return -1
+			}
+			return 1
+		}
+		if a.Container < b.Container {
+			return -1
+		}
+		if a.Container > b.Container {
+			return 1
+		}
+		return 0
+	})
+	rep.refreshUptime(now)
+	for _, st := range rep.Services {
+		switch st.State {
+		case "missing":
+			rep.Summary.Missing++
+			continue
+		case "running":
+			rep.Summary.Running++
+		case "exited", "dead", "created":
+			rep.Summary.Stopped++
+		}
+		rep.Summary.Containers++
+		switch st.Health {
+		case "healthy":
+			rep.Summary.Healthy++
+		case "unhealthy":
+			rep.Summary.Unhealthy++
+		case "starting":
+			rep.Summary.Starting++
+		}
+	}
+	return rep
+}
+
+// refreshUptime recomputes uptimes at now, so a cached report stays true.
+func (r *StatusReport) refreshUptime(now time.Time) {
+	for i := range r.Services {
+		if st := r.Services[i].StartedAt; st != nil && r.Services[i].State == "running" {
+			r.Services[i].UptimeS = int64(now.Sub(*st) / time.Second)
+		}
+	}
+}
+
+// FormatPort renders a port as docker ps does: 127.0.0.1:49153->8080/tcp.
+func FormatPort(p berth.Port) string {
+	if p.HostPort == 0 {
+		return fmt.Sprintf("%d/%s", p.ContainerPort, p.Proto)
+	}
+	host := p.HostIP
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.ContainerPort, p.Proto)
+}

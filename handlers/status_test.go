@@ -1,0 +1,208 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/events"
+)
+
+func sampleProject() *berth.Project {
+	return &berth.Project{Name: "po", ComposeProject: "po", Services: []string{"db", "web", "worker"}, PrimaryService: "web"}
+}
+
+func TestBuildStatusSummaryAndMissing(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	cs := []berth.Container{
+		{Service: "web", Name: "po-web-1", State: "running", Health: "healthy", StartedAt: now.Add(-90 * time.Second),
+			Ports: []berth.Port{{HostIP: "127.0.0.1", HostPort: 49153, ContainerPort: 8080, Proto: "tcp"}}},
+		{Service: "worker", Name: "po-worker-1", State: "exited", ExitCode: 2, RestartCount: 3},
+	}
+	rep := BuildStatus(sampleProject(), cs, now)
+	if len(rep.Services) != 3 || rep.Services[0].Service != "db" || rep.Services[0].State != "missing" {
+		t.Fatalf("services %+v", rep.Services)
+	}
+	web := rep.Services[1]
+	if web.UptimeS != 90 || web.Ports[0] != "127.0.0.1:49153->8080/tcp" {
+		t.Fatalf("web %+v", web)
+	}
+	want := StatusSummary{Containers: 2, Running: 1, Healthy: 1, Stopped: 1, Missing: 1}
+	if rep.Summary != want {
+		t.Fatalf("summary %+v, want %+v", rep.Summary, want)
+	}
+}
+
+func TestStatusCacheHitAndRefresh(t *testing.T) {
+	f := newFixture(t)
+	f.store.projects["po"] = sampleProject()
+	start := time.Now()
+	f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running", StartedAt: start}}
+	clock := start
+	f.svc.Now = func() time.Time { return clock }
+	get := func(args string) *StatusReport {
+		t.Helper()
+		out, err := f.svc.Status(context.Background(), &Request{Project: "po", Args: json.RawMessage(args)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*StatusReport)
+	}
+	first := get(`{}`)
+	clock = clock.Add(5 * time.Second)
+	second := get(`{}`)
+	if first.Cached || !second.Cached || second.CachedAt == nil || !second.CachedAt.Equal(first.TakenAt) {
+		t.Fatalf("first cached=%v, second cached=%v at %v", first.Cached, second.Cached, second.CachedAt)
+	}
+	if second.Services[1].UptimeS != 5 {
+		t.Fatalf("cached uptime %d, want it recomputed to 5", second.Services[1].UptimeS)
+	}
+	third := get(`{"refresh":true}`)
+	if third.Cached || f.engine.calls != 2 {
+		t.Fatalf("refresh served cached=%v with %d engine calls", third.Cached, f.engine.calls)
+	}
+}
+
+func TestStatusAnswersFromDockerWhenStoreCacheFails(t *testing.T) {
+	f := newFixture(t)
+	f.store.projects["po"] = sampleProject()
+	f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running"}}
+	// The project is readable but the cache is not: simulate by a store
+	// that fails on status calls only.
+	st := &failingStatusStore{memStore: f.store}
+	f.svc.Store = st
+	out, err := f.svc.Status(context.Background(), &Request{Project: "po"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := out.(*StatusReport)
+	if rep.Cached || rep.CacheError == "" {
+		t.Fatalf("report %+v, want uncached with a cache_error", rep)
+	}
+}
+
+type failingStatusStore struct{ *memStore }
+
+func (s *failingStatusStore) GetStatus(context.Context, string) (*berth.CachedStatus, error) {
+	return nil, events.Errorf(events.CodeStoreUnavailable, "down")
+}
+
+func TestStatusUnknownProject(t *testing.T) {
+	f := newFixture(t)
+	_, err := f.svc.Status(context.Background(), &Request{Project: "nope"}, nil)
+	if events.ErrorCode(err) != events.CodeNotFound || !strings.Contains(events.AsError(err).Hint, "config.set") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestLogsArguments(t *testing.T) {
+	f := newFixture(t)
+	f.store.projects["po"] = sampleProject()
+	f.engine.containers = []berth.Container{{ID: "c1", Service: "web", Name: "po-web-1", State: "running"}}
+	for i := range 100 {
+		stream := "stdout"
+		if i%10 == 0 {
+			stream = "stderr"
+		}
+		f.engine.lines = append(f.engine.lines, events.LogLine{Stream: stream, Line: "line " + string(rune('a'+i%26))})
+	}
+	logs := func(args string) (*LogsResult, error) {
+		out, err := f.svc.Logs(context.Background(), &Request{Project: "po", Args: json.RawMessage(args)}, nil)
+		if err != nil {
+			return nil, err
+		}
+		return out.(*LogsResult), nil
+	}
+	r, err := logs(`{}`)
+	if err != nil || r.Count != 50 || r.Service != "web" || r.Container != "po-web-1" {
+		t.Fatalf("default logs %+v %v", r, err)
+	}
+	r, _ = logs(`{"tail":3,"grep":"line [ab]$"}`)
+	if r.Count != 3 || f.engine.lastLogs.Tail != 10000 {
+		t.Fatalf("grep kept %d lines (engine tail %d)", r.Count, f.engine.lastLogs.Tail)
+	}
+	for _, l := range r.Lines {
+		if !strings.HasSuffix(l.Line, "a") && !strings.HasSuffix(l.Line, "b") {
+			t.Fatalf("grep let %q through", l.Line)
+		}
+	}
+	before := time.Now()
+	if _, err := logs(`{"since":"10m","timestamps":true}`); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.engine.lastLogs.Since; s.After(before.Add(-9*time.Minute)) || s.Before(before.Add(-11*time.Minute)) || !f.engine.lastLogs.Timestamps {
+		t.Fatalf("since=10m gave %v", s)
+	}
+	for args, code := range map[string]events.Code{
+		`{"tail":0}`:                  events.CodeBadRequest,
+		`{"tail":-5}`:                 events.CodeBadRequest,
+		`{"tail":10001}`:              events.CodeBadRequest,
+		`{"follow_s":301}`:            events.CodeBadRequest,
+		`{"grep":"("}`:                events.CodeBadRequest,
+		`{"since":"yesterday"}`:       events.CodeBadRequest,
+		`{"since":"1h","until":"2h"}`: events.CodeBadRequest,
+		`{"until":"1m","follow_s":5}`: events.CodeBadRequest,
+		`{"service":"nope"}`:          events.CodeNotFound,
+		`{"service":"db"}`:            events.CodeNotFound,
+		`{"tail":5,"extra":1}`:        events.CodeBadRequest,
+	} {
+		if _, err := logs(args); events.ErrorCode(err) != code {
+			t.Errorf("%s: got %v, want %s", args, err, code)
+		}
+	}
+}
+
+func TestConfigSetValidatesPaths(t *testing.T) {
+	f := newFixture(t)
+	root := f.svc.Config.Roots[0]
+	ws, prod := filepath.Join(root, "ws"), filepath.Join(root, "prod")
+	for _, d := range []string{ws, prod} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(root, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	f.engine.services = []string{"web", "worker"}
+	set := func(args map[string]any) (any, error) {
+		b, _ := json.Marshal(args)
+		return f.svc.ConfigSet(context.Background(), &Request{Project: "po", User: "t:1", Args: b}, nil)
+	}
+	if _, err := set(map[string]any{"workspace": ws, "production": prod}); events.ErrorCode(err) != events.CodeBadRequest ||
+		!strings.Contains(err.Error(), "no compose file") {
+		t.Fatalf("no compose file: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(prod, "compose.yaml"), []byte("services: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string]map[string]any{
+		"relative":        {"workspace": "ws", "production": prod},
+		"unclean":         {"workspace": ws + "/../ws", "production": prod},
+		"outside roots":   {"workspace": outside, "production": prod},
+		"symlink escape":  {"workspace": filepath.Join(root, "escape"), "production": prod},
+		"missing":         {"workspace": filepath.Join(root, "nope"), "production": prod},
+		"compose escape":  {"workspace": ws, "production": prod, "compose_files": []string{"../x.yml"}},
+		"compose flag":    {"workspace": ws, "production": prod, "compose_files": []string{"-f"}},
+		"bad primary":     {"workspace": ws, "production": prod, "primary_service": "db"},
+		"bad compose prj": {"workspace": ws, "production": prod, "compose_project": "Po;rm"},
+	} {
+		if _, err := set(args); events.ErrorCode(err) != events.CodeBadRequest {
+			t.Errorf("%s: got %v, want bad_request", name, err)
+		}
+	}
+	out, err := set(map[string]any{"workspace": ws, "production": prod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := out.(*berth.Project)
+	if p.PrimaryService != "web" || strings.Join(p.Services, ",") != "web,worker" || p.ComposeFiles[0] != "compose.yaml" || p.UpdatedBy != "t:1" {
+		t.Fatalf("project %+v", p)
+	}
+}

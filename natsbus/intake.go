@@ -1,0 +1,235 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/handlers"
+)
+
+// IntakeConfig configures an Intake.
+type IntakeConfig struct {
+	Topology Topology
+	// FastSlots and SlowSlots cap the commands worked on at once per lane.
+	FastSlots int
+	SlowSlots int
+	// Grace is how long in-flight work may finish after shutdown begins;
+	// after it, the work's context is cancelled.
+	Grace time.Duration
+	// FetchWait bounds one pull request.
+	FetchWait time.Duration
+}
+
+func (c *IntakeConfig) setDefaults() {
+	if c.FastSlots <= 0 {
+		c.FastSlots = 32
+	}
+	if c.SlowSlots <= 0 {
+		c.SlowSlots = 4
+	}
+	if c.Grace <= 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = 5 * time.Second
+	}
+}
+
+// Intake pulls commands from the two consumers into a Dispatcher and
+// answers commands for unknown actions from a core subscription.
+type Intake struct {
+	cfg  IntakeConfig
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	disp *handlers.Dispatcher
+	log  zerolog.Logger
+
+	ready chan struct{}
+}
+
+// NewIntake returns an Intake; Run starts it.
+func NewIntake(cfg IntakeConfig, nc *nats.Conn, js jetstream.JetStream, disp *handlers.Dispatcher, log zerolog.Logger) *Intake {
+	cfg.setDefaults()
+	return &Intake{cfg: cfg, nc: nc, js: js, disp: disp, log: log, ready: make(chan struct{})}
+}
+
+// Ready is closed once the streams and consumers are declared and the
+// lanes are pulling.
+func (in *Intake) Ready() <-chan struct{} { return in.ready }
+
+// Run declares the topology and serves commands until ctx ends. Then it
+// stops pulling, lets in-flight work finish within the grace period
+// (cancelling it after), and returns.
+func (in *Intake) Run(ctx context.Context) error {
+	fast, slow, err := in.cfg.Topology.Declare(ctx, in.js)
+	if err != nil {
+		return err
+	}
+	// Work outlives ctx by the grace period, so a shutdown lets a
+	// running deploy finish instead of cutting it.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	sub, err := in.nc.QueueSubscribe(in.cfg.Topology.Subjects.AllCommands(), "berth-unknown-actions", func(m *nats.Msg) {
+		in.unknownAction(workCtx, m)
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	var work sync.WaitGroup
+	var lanes sync.WaitGroup
+	for _, l := range []struct {
+		name  string
+		c     jetstream.Consumer
+		slots int
+		batch bool
+	}{{"fast", fast, in.cfg.FastSlots, true}, {"slow", slow, in.cfg.SlowSlots, false}} {
+		lanes.Add(1)
+		go func() {
+			defer lanes.Done()
+			in.lane(ctx, workCtx, l.name, l.c, l.slots, l.batch, &work)
+		}()
+	}
+	close(in.ready)
+	in.log.Info().Str("commands", in.cfg.Topology.Subjects.AllCommands()).Msg("intake pulling commands")
+	<-ctx.Done()
+	lanes.Wait()
+	_ = sub.Drain()
+
+	done := make(chan struct{})
+	go func() { work.Wait(); close(done) }()
+	select {
+	case <-done:
+		in.log.Info().Msg("intake stopped; in-flight work finished")
+	case <-time.After(in.cfg.Grace):
+		in.log.Warn().Dur("grace", in.cfg.Grace).Msg("grace period over: cancelling in-flight work")
+		cancelWork()
+		<-done
+	}
+	return nil
+}
+
+// lane pulls from one consumer while it has a free slot. The slow lane
+// pulls one message at a time, so a command never waits in the client's
+// buffer (where its ack timer would already run) behind a long deploy.
+func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Consumer, slots int, batch bool, work *sync.WaitGroup) {
+	sem := make(chan struct{}, slots)
+	log := in.log.With().Str("lane", name).Logger()
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sem <- struct{}{}:
+		}
+		n := 1
+		for batch && n < slots {
+			select {
+			case sem <- struct{}{}:
+				n++
+				continue
+			default:
+			}
+			break
+		}
+		fctx, cancel := context.WithTimeout(ctx, in.cfg.FetchWait)
+		msgs, err := c.Fetch(n, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			release(sem, n)
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot pull commands")
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		got := 0
+		for m := range msgs.Messages() {
+			got++
+			work.Add(1)
+			go func() {
+				defer work.Done()
+				defer release(sem, 1)
+				in.handle(workCtx, m)
+			}()
+		}
+		cancel()
+		release(sem, n-got)
+		if err := msgs.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, nats.ErrTimeout) {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn().Err(err).Msg("pull ended with an error")
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
+	del := handlers.Delivery{
+		Subject:    m.Subject(),
+		Data:       m.Data(),
+		MsgID:      m.Headers().Get(jetstream.MsgIDHeader),
+		MaxDeliver: in.cfg.Topology.MaxDeliver,
+		InProgress: func() { _ = m.InProgress() },
+	}
+	if md, err := m.Metadata(); err == nil {
+		del.StreamSeq = md.Sequence.Stream
+		del.NumDelivered = md.NumDelivered
+	}
+	dec := in.disp.Process(ctx, del)
+	var err error
+	switch dec.Verdict {
+	case handlers.Ack:
+		err = m.DoubleAck(ctx)
+	case handlers.Retry:
+		in.log.Warn().Str("subject", del.Subject).Str("reason", dec.Reason).Dur("delay", dec.Delay).Msg("command will be redelivered")
+		err = m.NakWithDelay(dec.Delay)
+	case handlers.Term:
+		in.log.Error().Str("subject", del.Subject).Str("reason", dec.Reason).Msg("command given up")
+		err = m.TermWithReason(dec.Reason)
+	}
+	if err != nil {
+		in.log.Warn().Err(err).Str("subject", del.Subject).Msg("cannot settle command message; it may be redelivered and will then be answered from its record")
+	}
+}
+
+// unknownAction answers a command whose action no stream captures.
+func (in *Intake) unknownAction(ctx context.Context, m *nats.Msg) {
+	_, action, err := in.cfg.Topology.Subjects.ParseCommand(m.Subject)
+	if err != nil {
+		in.log.Warn().Str("subject", m.Subject).Msg("ignoring a message on a malformed command subject")
+		return
+	}
+	if events.IsKnownAction(action) {
+		return // the command stream has it
+	}
+	in.disp.Process(ctx, handlers.Delivery{Subject: m.Subject, Data: m.Data, MsgID: m.Header.Get(jetstream.MsgIDHeader), NumDelivered: 1})
+}
+
+func release(sem chan struct{}, n int) {
+	for range n {
+		<-sem
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,118 @@
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/berth-ops/berth/events"
+)
+
+// Topology names and sizes the streams and consumers.
+type Topology struct {
+	Subjects events.Subjects
+	// CommandStream and EventStream are the stream names.
+	CommandStream string
+	EventStream   string
+	// FastConsumer and SlowConsumer are the durable consumer names.
+	FastConsumer string
+	SlowConsumer string
+	// AckWait is how long the server waits for an ack (or InProgress)
+	// before redelivering a command; MaxDeliver caps deliveries.
+	AckWait    time.Duration
+	MaxDeliver int
+	// EventMaxAge and EventMaxBytes bound the event stream.
+	EventMaxAge   time.Duration
+	EventMaxBytes int64
+	// Replicas of both streams (1 on a single server).
+	Replicas int
+}
+
+// DefaultTopology is the topology of DESIGN: BERTH_CMD and BERTH_EVT with
+// the berth-fast and berth-slow consumers.
+func DefaultTopology(subjects events.Subjects) Topology {
+	return Topology{
+		Subjects:      subjects,
+		CommandStream: "BERTH_CMD",
+		EventStream:   "BERTH_EVT",
+		FastConsumer:  "berth-fast",
+		SlowConsumer:  "berth-slow",
+		AckWait:       30 * time.Second,
+		MaxDeliver:    5,
+		EventMaxAge:   7 * 24 * time.Hour,
+		EventMaxBytes: 1 << 30,
+		Replicas:      1,
+	}
+}
+
+// commandSubjects are the subjects the command stream captures: only the
+// known actions, so a command for an unknown action is never kept unseen
+// by a work queue that no consumer filters.
+func (t Topology) commandSubjects(actions []string) []string {
+	out := make([]string, 0, len(actions))
+	for _, a := range actions {
+		out = append(out, t.Subjects.CommandFilter(a))
+	}
+	return out
+}
+
+// Declare creates or updates the streams and consumers. It is idempotent.
+func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, slow jetstream.Consumer, err error) {
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        t.CommandStream,
+		Description: "Berth commands (work queue)",
+		Subjects:    t.commandSubjects(events.Actions()),
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+		MaxAge:      24 * time.Hour,
+		MaxMsgSize:  1 << 20,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("declare stream %s: %w", t.CommandStream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        t.EventStream,
+		Description: "Berth events: accepted, progress, log, confirm, result",
+		Subjects:    []string{t.Subjects.AllEvents()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      t.EventMaxAge,
+		MaxBytes:    t.EventMaxBytes,
+		Duplicates:  10 * time.Minute,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("declare stream %s: %w", t.EventStream, err)
+	}
+	fast, err = t.consumer(ctx, js, t.FastConsumer, "read-only commands: "+fmt.Sprint(events.FastActions()), events.FastActions(), 256)
+	if err != nil {
+		return nil, nil, err
+	}
+	slow, err = t.consumer(ctx, js, t.SlowConsumer, "mutations and config: "+fmt.Sprint(events.SlowActions()), events.SlowActions(), 64)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fast, slow, nil
+}
+
+func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, desc string, actions []string, maxAckPending int) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, t.CommandStream, jetstream.ConsumerConfig{
+		Durable:        name,
+		Description:    desc,
+		FilterSubjects: t.commandSubjects(actions),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        t.AckWait,
+		MaxDeliver:     t.MaxDeliver,
+		MaxAckPending:  maxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare consumer %s: %w", name, err)
+	}
+	return c, nil
+}
