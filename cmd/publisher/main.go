@@ -1,0 +1,424 @@
+// Command publisher sends one command to a Berth worker over NATS JetStream
+// and prints the events of the request until its result:
+//
+//	publisher [flags] <action> <project> [--arg k=v ...]
+//	publisher [flags] --follow <request-id>
+//
+// It subscribes to berth.evt.<project>.<id>.> before it publishes the
+// command on berth.cmd.<project>.<action>, so no event is missed. With
+// --follow it replays the events of an existing request from the event
+// stream instead. Flags may come before or after the positional arguments.
+//
+// Exit codes: 0 the result is ok; 1 the result is an error; 2 bad usage;
+// 3 no result within --timeout, no worker stream, or a connection error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/berth-ops/berth/events"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0   // the result is ok
+	exitFailed      = 1   // the result is an error
+	exitUsage       = 2   // bad flags or arguments
+	exitUnavailable = 3   // no result in time, no stream, connection error
+	exitInterrupted = 130 // interrupted by a signal
+)
+
+// progName names the command in messages and suggested command lines.
+const progName = "publisher"
+
+// Default timeouts.
+const (
+	defaultTimeout     = 60 * time.Second
+	slowActionTimeout  = 15 * time.Minute
+	logsFollowSlack    = 30 * time.Second
+	defaultNATSURL     = "nats://127.0.0.1:4222"
+	confirmResultGrace = 10 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the parsed command line.
+type options struct {
+	server       string
+	creds        string
+	nkey         string
+	natsUser     string
+	natsPassword string
+	tlsCA        string
+	tlsCert      string
+	tlsKey       string
+
+	prefix  string
+	user    string
+	args    json.RawMessage
+	confirm string
+	id      string
+	jsonOut bool
+	quiet   bool
+	timeout time.Duration
+	follow  string
+	noColor bool
+
+	action  string
+	project string
+}
+
+// usageError is a command-line mistake: it exits with exitUsage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// newFlagSet defines the flags into o, with defaults from getenv.
+func newFlagSet(o *options, pairs *stringList, argsJSON *string, getenv func(string) string) *flag.FlagSet {
+	fs := flag.NewFlagSet(progName, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+
+	server := getenv("BERTH_NATS_URL")
+	if server == "" {
+		server = defaultNATSURL
+	}
+	fs.StringVar(&o.server, "server", server, "NATS server URL(s), comma separated (env BERTH_NATS_URL)")
+	fs.StringVar(&o.server, "s", server, "shorthand for --server")
+	fs.StringVar(&o.creds, "creds", "", "NATS user credentials file")
+	fs.StringVar(&o.nkey, "nkey", "", "NATS nkey seed file")
+	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user name")
+	fs.StringVar(&o.natsPassword, "nats-password", "", "NATS password")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate file to verify the server")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "client certificate file (with --tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "client key file (with --tls-cert)")
+
+	prefix := getenv("BERTH_PREFIX")
+	if prefix == "" {
+		prefix = events.DefaultPrefix
+	}
+	fs.StringVar(&o.prefix, "prefix", prefix, "subject prefix (env BERTH_PREFIX)")
+	user := getenv("BERTH_USER")
+	if user == "" {
+		u := getenv("USER")
+		if u == "" {
+			u = "unknown"
+		}
+		user = "cli:" + u
+	}
+	fs.StringVar(&o.user, "user", user, "who asks, as <platform>:<id> (env BERTH_USER)")
+	fs.Var(pairs, "arg", "an argument `k=v`, repeatable; v is JSON when valid JSON, else a string")
+	fs.StringVar(argsJSON, "args", "", "arguments as a JSON object (merged with --arg)")
+	fs.StringVar(&o.confirm, "confirm", "", "confirm with `yes|TOKEN`: yes, or the token of a confirm event")
+	fs.StringVar(&o.id, "id", "", "request id (default a new random id)")
+	fs.BoolVar(&o.jsonOut, "json", false, "print every event as one JSON line, and nothing else")
+	fs.BoolVar(&o.quiet, "quiet", false, "print only the result")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout,
+		"how long to wait for the result; without it 15m for deploy, restart and rollback, follow_s+30s for logs that follow")
+	fs.StringVar(&o.follow, "follow", "", "replay and follow the events of an existing request `ID`")
+	fs.BoolVar(&o.noColor, "no-color", false, "never use colours (also env NO_COLOR)")
+	return fs
+}
+
+// parseArgs parses the command line (without the program name). Flags may
+// appear anywhere. Errors are *usageError, or flag.ErrHelp for -h.
+func parseArgs(args []string, getenv func(string) string) (*options, error) {
+	o := &options{}
+	var pairs stringList
+	var argsJSON string
+	fs := newFlagSet(o, &pairs, &argsJSON, getenv)
+	if err := fs.Parse(reorderArgs(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usagef("%v", err)
+	}
+	timeoutSet := false
+	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
+
+	pos := fs.Args()
+	switch {
+	case o.follow != "" && len(pos) == 0:
+	case o.follow != "" && len(pos) != 2:
+		return nil, usagef("with --follow give no arguments, or <action> <project>")
+	case len(pos) == 0:
+		return nil, usagef("missing <action> and <project>")
+	case len(pos) == 1:
+		return nil, usagef("missing <project> after %q", pos[0])
+	case len(pos) > 2:
+		return nil, usagef("too many arguments: %q; pass action arguments with --arg k=v", pos[2:])
+	}
+	if len(pos) == 2 {
+		o.action, o.project = pos[0], pos[1]
+		if !events.IsKnownAction(o.action) {
+			return nil, usagef("unknown action %q; the actions are: %s", o.action, strings.Join(events.Actions(), ", "))
+		}
+		if !events.ValidProject(o.project) {
+			return nil, usagef("invalid project %q: use at most 63 lower-case letters, digits, '_' and '-', starting with a letter or digit", o.project)
+		}
+	}
+	if o.follow != "" && !events.ValidRequestID(o.follow) {
+		return nil, usagef("--follow %q is not a request id (1 to 64 of A-Z a-z 0-9 _ -)", o.follow)
+	}
+	if !validPrefix(o.prefix) {
+		return nil, usagef("--prefix %q is not a valid subject prefix", o.prefix)
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	if o.timeout <= 0 {
+		return nil, usagef("--timeout must be positive")
+	}
+
+	var err error
+	if o.args, err = buildArgs(argsJSON, pairs); err != nil {
+		return nil, usagef("%v", err)
+	}
+	if o.follow != "" {
+		o.id = o.follow
+		return o, nil
+	}
+	if o.id == "" {
+		o.id = strings.ReplaceAll(uuid.NewString(), "-", "")
+	}
+	cmd := o.command()
+	if err := cmd.Validate(); err != nil {
+		var e *events.Error
+		if errors.As(err, &e) && e.Hint != "" {
+			return nil, usagef("%s (%s)", e.Message, e.Hint)
+		}
+		return nil, usagef("%v", err)
+	}
+	if !timeoutSet {
+		o.timeout = defaultTimeoutFor(o.action, o.args)
+	}
+	return o, nil
+}
+
+// defaultTimeoutFor is the result timeout of action when --timeout is not
+// given: 15m for deploy, restart and rollback; follow_s + 30s for logs that
+// follow; 60s otherwise.
+func defaultTimeoutFor(action string, args json.RawMessage) time.Duration {
+	switch action {
+	case events.ActionDeploy, events.ActionRestart, events.ActionRollback:
+		return slowActionTimeout
+	case events.ActionLogs:
+		var a struct {
+			FollowS float64 `json:"follow_s"`
+		}
+		if json.Unmarshal(args, &a) == nil && a.FollowS > 0 {
+			return time.Duration(a.FollowS*float64(time.Second)) + logsFollowSlack
+		}
+	}
+	return defaultTimeout
+}
+
+// command is the body this invocation publishes.
+func (o *options) command() *events.Command {
+	return &events.Command{ID: o.id, User: o.user, Args: o.args, Confirm: o.confirm}
+}
+
+func validPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return false
+		}
+	}
+	return true
+}
+
+// printUsage writes the usage text, with the actions and flags.
+func printUsage(w io.Writer, getenv func(string) string) {
+	o := &options{}
+	var pairs stringList
+	var argsJSON string
+	fs := newFlagSet(o, &pairs, &argsJSON, getenv)
+	fmt.Fprintf(w, `usage: %[1]s [flags] <action> <project> [--arg k=v ...]
+       %[1]s [flags] --follow <request-id>
+
+actions: %[2]s
+
+examples:
+  %[1]s status myproj
+  %[1]s logs myproj --arg service=web --arg tail=100 --arg grep=error
+  %[1]s deploy myproj            (then confirm with --confirm <token>)
+  %[1]s status myproj --json
+
+flags:
+`, progName, strings.Join(events.Actions(), ", "))
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// run is the whole command: it parses args, sends the command (or follows
+// a request) and prints its events. It returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	stderr = &lockedWriter{w: stderr} // the NATS error handler writes from another goroutine
+	o, err := parseArgs(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout, os.Getenv)
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		fmt.Fprintf(stderr, "usage: %s [flags] <action> <project> [--arg k=v ...]; actions: %s; see %s -h\n",
+			progName, strings.Join(events.Actions(), ", "), progName)
+		return exitUsage
+	}
+
+	r := &renderer{
+		out:      stdout,
+		errw:     stderr,
+		color:    !o.noColor && os.Getenv("NO_COLOR") == "" && isTerminal(stdout),
+		jsonMode: o.jsonOut,
+		quiet:    o.quiet,
+		id:       o.id,
+		action:   o.action,
+		project:  o.project,
+		args:     o.args,
+		now:      time.Now,
+	}
+	deadline := time.Now().Add(o.timeout)
+
+	nc, err := connect(o, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: cannot connect to NATS at %s: %v\n", o.server, err)
+		return exitUnavailable
+	}
+	defer nc.Close()
+	c := newClient(nc, events.NewSubjects(o.prefix))
+
+	var src eventSource
+	if o.follow != "" {
+		src, err = c.follow(ctx, o.project, o.id)
+	} else {
+		src, err = c.send(ctx, o.project, o.action, o.command(), stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return exitUnavailable
+	}
+	defer src.Close()
+	return await(ctx, src, r, deadline, o.timeout, o.follow != "")
+}
+
+// await prints the events from src until the result, and returns the exit
+// code: that of the result, or exitUnavailable when none comes by deadline.
+func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time, timeout time.Duration, following bool) int {
+	seen := map[uint64]bool{}
+	var confirmBy time.Time // set by a confirm event: the result should follow it soon
+	received := 0
+	for {
+		until, byConfirm := deadline, false
+		if !confirmBy.IsZero() && confirmBy.Before(deadline) {
+			until, byConfirm = confirmBy, true
+		}
+		wctx, cancel := context.WithDeadline(ctx, until)
+		data, err := src.Next(wctx)
+		expired := wctx.Err() != nil
+		cancel()
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				fmt.Fprintf(r.errw, "interrupted; the request goes on: follow it with %s --follow %s\n", progName, r.id)
+				return exitInterrupted
+			case expired && byConfirm:
+				fmt.Fprintf(r.errw, "no result followed the confirmation request; confirm it with the command above\n")
+				return exitFailed
+			case expired && following && received == 0:
+				fmt.Fprintf(r.errw, "no events for request %s within %s: the id is unknown, its events expired, or the worker is down\n",
+					r.id, formatDuration(timeout))
+				return exitUnavailable
+			case expired:
+				fmt.Fprintf(r.errw, "no result within %s; the worker may be down, or still working: follow with %s --follow %s\n",
+					formatDuration(timeout), progName, r.id)
+				return exitUnavailable
+			default:
+				fmt.Fprintf(r.errw, "error: reading events: %v\n", err)
+				return exitUnavailable
+			}
+		}
+		var ev events.Event
+		if err := json.Unmarshal(data, &ev); err != nil {
+			fmt.Fprintf(r.errw, "warning: ignoring an event that is not valid JSON: %v\n", err)
+			continue
+		}
+		if ev.Seq != 0 {
+			if seen[ev.Seq] {
+				continue
+			}
+			seen[ev.Seq] = true
+		}
+		received++
+		r.event(&ev, data)
+		switch ev.Kind {
+		case events.KindResult:
+			return exitCodeFor(&ev)
+		case events.KindConfirm:
+			confirmBy = time.Now().Add(confirmResultGrace)
+		}
+	}
+}
+
+// exitCodeFor maps a result event to the exit code.
+func exitCodeFor(ev *events.Event) int {
+	if ev.OK != nil && *ev.OK {
+		return exitOK
+	}
+	return exitFailed
+}
+
+// formatDuration prints d briefly: 60s, 90s, 15m, 1h30m.
+func formatDuration(d time.Duration) string {
+	d = d.Round(time.Millisecond)
+	switch {
+	case d < time.Second:
+		return d.String()
+	case d < 2*time.Minute && d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
