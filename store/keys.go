@@ -1,0 +1,59 @@
+package store
+
+// DefaultPrefix is the prefix of every key when Config.Prefix is empty.
+const DefaultPrefix = "berth:"
+
+// Keys names the Redis keys Berth uses, under one prefix. Every key name the
+// store (or a later feature) touches comes from a method of Keys, so the
+// layout of the database is described in this one file:
+//
+//	<prefix>project:<p>                     string, JSON of berth.Project
+//	<prefix>projects                        set of configured project names
+//	<prefix>status:<p>                      string, JSON of berth.CachedStatus, with a TTL
+//	<prefix>req:<id>                        string, JSON of berth.RequestRecord, with a TTL
+//	<prefix>history:<p>                     list of JSON berth.HistoryEntry, newest at the head, capped
+//	<prefix>confirm:<token>                 reserved: a pending confirmation, by token
+//	<prefix>confirm:<p>:<action>:<user>     reserved: a pending confirmation, by what it confirms
+//	<prefix>lock:<p>                        reserved: the operation lock of a project
+type Keys struct {
+	prefix string
+}
+
+// NewKeys returns the key names under prefix, or under DefaultPrefix when
+// prefix is empty.
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Keys{prefix: prefix}
+}
+
+// Prefix returns the prefix of every key.
+func (k Keys) Prefix() string { return k.prefix }
+
+// Project is the key of a project's config.
+func (k Keys) Project(project string) string { return k.prefix + "project:" + project }
+
+// Projects is the key of the set of configured project names.
+func (k Keys) Projects() string { return k.prefix + "projects" }
+
+// Status is the key of a project's cached status.
+func (k Keys) Status(project string) string { return k.prefix + "status:" + project }
+
+// Request is the key of a request's idempotency record.
+func (k Keys) Request(id string) string { return k.prefix + "req:" + id }
+
+// History is the key of a project's operation history.
+func (k Keys) History(project string) string { return k.prefix + "history:" + project }
+
+// Confirm is the key of a pending confirmation, by its token.
+func (k Keys) Confirm(token string) string { return k.prefix + "confirm:" + token }
+
+// ConfirmFor is the key of the pending confirmation of one action on a
+// project requested by one user.
+func (k Keys) ConfirmFor(project, action, user string) string {
+	return k.prefix + "confirm:" + project + ":" + action + ":" + user
+}
+
+// Lock is the key of a project's operation lock.
+func (k Keys) Lock(project string) string { return k.prefix + "lock:" + project }

@@ -1,0 +1,446 @@
+// Package store is the Redis implementation of berth.Store: project configs,
+// the status cache, the idempotency records of requests and the operation
+// history. keys.go describes the layout of the database.
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/events"
+)
+
+// DefaultHistoryCap is the number of history entries kept per project when
+// Config.HistoryCap is zero.
+const DefaultHistoryCap = 500
+
+// maxWatchRetries bounds the optimistic-transaction retries of FinishRequest.
+const maxWatchRetries = 16
+
+// Config configures a Store.
+type Config struct {
+	// URL locates Redis: redis://[user:password@]host[:port][/db],
+	// rediss://... for TLS, or unix://[user:password@]/path/to/socket[?db=N].
+	// Query parameters of go-redis's ParseURL are accepted.
+	URL string
+	// Prefix is prepended to every key; DefaultPrefix when empty.
+	Prefix string
+	// HistoryCap is the number of history entries kept per project;
+	// DefaultHistoryCap when zero.
+	HistoryCap int
+	// DialTimeout and ReadTimeout, when not zero, override those of the URL
+	// (which default to go-redis's 5 s and 3 s).
+	DialTimeout, ReadTimeout time.Duration
+}
+
+// setDefaults fills the zero fields that have a default.
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.HistoryCap == 0 {
+		c.HistoryCap = DefaultHistoryCap
+	}
+}
+
+// Validate reports what is wrong with c, once its defaults are applied.
+func (c Config) Validate() error {
+	c.setDefaults()
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("store: the Redis URL is empty"))
+	} else if _, err := parseURL(c.URL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.HistoryCap < 0 {
+		errs = append(errs, fmt.Errorf("store: the history cap is %d, it must be positive", c.HistoryCap))
+	}
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("store: the dial timeout is %v, it must not be negative", c.DialTimeout))
+	}
+	if c.ReadTimeout < 0 {
+		errs = append(errs, fmt.Errorf("store: the read timeout is %v, it must not be negative", c.ReadTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// parseURL parses a Redis URL. Its errors never contain the URL, which may
+// hold a password.
+func parseURL(raw string) (*redis.Options, error) {
+	opts, err := redis.ParseURL(raw)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("store: invalid Redis URL (want redis://, rediss:// or unix://): %v", err)
+	}
+	return opts, nil
+}
+
+// Store is the Redis implementation of berth.Store.
+type Store struct {
+	rdb        *redis.Client
+	keys       Keys
+	historyCap int
+	addr       string // host:port or socket path, for messages; never the URL
+}
+
+var _ berth.Store = (*Store)(nil)
+
+// New returns a Store for cfg. It does not connect: connections are opened
+// on demand, and Ping checks that Redis answers.
+func New(cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts, err := parseURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DialTimeout > 0 {
+		opts.DialTimeout = cfg.DialTimeout
+	}
+	if cfg.ReadTimeout > 0 {
+		opts.ReadTimeout = cfg.ReadTimeout
+	}
+	return &Store{
+		rdb:        redis.NewClient(opts),
+		keys:       NewKeys(cfg.Prefix),
+		historyCap: cfg.HistoryCap,
+		addr:       opts.Addr,
+	}, nil
+}
+
+// Close closes the connections to Redis.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+// Client returns the underlying Redis client, for features that need
+// commands the Store does not wrap. Use Keys for the key names.
+func (s *Store) Client() *redis.Client { return s.rdb }
+
+// Keys returns the key names of the store.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Addr returns the address of Redis (host:port or socket path), without
+// credentials.
+func (s *Store) Addr() string { return s.addr }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return s.fail("ping", err)
+	}
+	return nil
+}
+
+// getJSON reads the JSON string at key into v. It returns redis.Nil itself
+// when the key is missing, so that callers can say what was not found.
+func (s *Store) getJSON(ctx context.Context, op, key string, v any) error {
+	b, err := s.rdb.Get(ctx, key).Bytes()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return redis.Nil
+		}
+		return s.fail(op, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return corrupt(key, err)
+	}
+	return nil
+}
+
+// marshal encodes v as JSON without escaping <, > and &, so that the raw
+// JSON a record carries (a result event) is stored byte for byte, compacted.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// checkTTL rejects a TTL that would store a key forever or not at all.
+func checkTTL(op string, ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return events.Errorf(events.CodeInternal, "store: %s: ttl %v is shorter than 1ms", op, ttl)
+	}
+	return nil
+}
+
+// GetProject returns a project's config, or CodeNotFound.
+func (s *Store) GetProject(ctx context.Context, name string) (*berth.Project, error) {
+	var p berth.Project
+	if err := s.getJSON(ctx, "get project "+name, s.keys.Project(name), &p); err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, notFound("configure it with config.set",
+				"project %q is not configured", name)
+		}
+		return nil, err
+	}
+	return &p, nil
+}
+
+// PutProject creates or replaces a project's config and adds it to the set
+// of projects, atomically.
+func (s *Store) PutProject(ctx context.Context, p *berth.Project) error {
+	if p == nil || p.Name == "" {
+		return events.Errorf(events.CodeBadRequest, "a project needs a name")
+	}
+	b, err := marshal(p)
+	if err != nil {
+		return events.Errorf(events.CodeInternal, "encode project %q: %v", p.Name, err)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(ctx, s.keys.Project(p.Name), b, 0)
+		pipe.SAdd(ctx, s.keys.Projects(), p.Name)
+		return nil
+	})
+	if err != nil {
+		return s.fail("put project "+p.Name, err)
+	}
+	return nil
+}
+
+// DeleteProject removes a project's config and status cache, and the project
+// from the set of projects, atomically; its history stays. Deleting a
+// missing project returns CodeNotFound.
+func (s *Store) DeleteProject(ctx context.Context, name string) error {
+	var del *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		del = pipe.Del(ctx, s.keys.Project(name))
+		pipe.Del(ctx, s.keys.Status(name))
+		pipe.SRem(ctx, s.keys.Projects(), name)
+		return nil
+	})
+	if err != nil {
+		return s.fail("delete project "+name, err)
+	}
+	if del.Val() == 0 {
+		return notFound("list the configured projects with config.get",
+			"project %q is not configured", name)
+	}
+	return nil
+}
+
+// ListProjects returns the configured project names, sorted; an empty, non-nil
+// slice when there are none.
+func (s *Store) ListProjects(ctx context.Context) ([]string, error) {
+	names, err := s.rdb.SMembers(ctx, s.keys.Projects()).Result()
+	if err != nil {
+		return nil, s.fail("list projects", err)
+	}
+	if names == nil {
+		names = []string{}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// GetStatus returns the cached status of a project, or CodeNotFound when
+// there is none or it expired.
+func (s *Store) GetStatus(ctx context.Context, project string) (*berth.CachedStatus, error) {
+	var st berth.CachedStatus
+	if err := s.getJSON(ctx, "get status of "+project, s.keys.Status(project), &st); err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, notFound("take a fresh status from the engine",
+				"no cached status for project %q", project)
+		}
+		return nil, err
+	}
+	return &st, nil
+}
+
+// PutStatus caches the status of a project for ttl.
+func (s *Store) PutStatus(ctx context.Context, project string, st *berth.CachedStatus, ttl time.Duration) error {
+	if err := checkTTL("put status", ttl); err != nil {
+		return err
+	}
+	b, err := marshal(st)
+	if err != nil {
+		return events.Errorf(events.CodeInternal, "encode status of %q: %v", project, err)
+	}
+	if err := s.rdb.Set(ctx, s.keys.Status(project), b, ttl).Err(); err != nil {
+		return s.fail("put status of "+project, err)
+	}
+	return nil
+}
+
+// InvalidateStatus drops the cached status of a project, if any.
+func (s *Store) InvalidateStatus(ctx context.Context, project string) error {
+	if err := s.rdb.Del(ctx, s.keys.Status(project)).Err(); err != nil {
+		return s.fail("invalidate status of "+project, err)
+	}
+	return nil
+}
+
+// beginScript returns the value at KEYS[1] if there is one; otherwise it sets
+// KEYS[1] to ARGV[1] with a TTL of ARGV[2] milliseconds and returns nil.
+var beginScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+`)
+
+// BeginRequest creates the record of a request unless one exists, atomically.
+// It returns the existing record and false when one does, or rec and true.
+// rec is stored as given; callers set its State (normally RequestRunning).
+func (s *Store) BeginRequest(ctx context.Context, rec *berth.RequestRecord, ttl time.Duration) (*berth.RequestRecord, bool, error) {
+	if err := checkTTL("begin request", ttl); err != nil {
+		return nil, false, err
+	}
+	if rec == nil || rec.ID == "" {
+		return nil, false, events.Errorf(events.CodeBadRequest, "a request record needs an id")
+	}
+	b, err := marshal(rec)
+	if err != nil {
+		return nil, false, events.Errorf(events.CodeInternal, "encode request %q: %v", rec.ID, err)
+	}
+	key := s.keys.Request(rec.ID)
+	old, err := beginScript.Run(ctx, s.rdb, []string{key}, b, ttl.Milliseconds()).Text()
+	if errors.Is(err, redis.Nil) {
+		return rec, true, nil
+	}
+	if err != nil {
+		return nil, false, s.fail("begin request "+rec.ID, err)
+	}
+	var existing berth.RequestRecord
+	if err := json.Unmarshal([]byte(old), &existing); err != nil {
+		return nil, false, corrupt(key, err)
+	}
+	return &existing, false, nil
+}
+
+// TakeOverRequest replaces the record of a request (of a worker that died)
+// with rec, for ttl.
+func (s *Store) TakeOverRequest(ctx context.Context, rec *berth.RequestRecord, ttl time.Duration) error {
+	if err := checkTTL("take over request", ttl); err != nil {
+		return err
+	}
+	if rec == nil || rec.ID == "" {
+		return events.Errorf(events.CodeBadRequest, "a request record needs an id")
+	}
+	b, err := marshal(rec)
+	if err != nil {
+		return events.Errorf(events.CodeInternal, "encode request %q: %v", rec.ID, err)
+	}
+	if err := s.rdb.Set(ctx, s.keys.Request(rec.ID), b, ttl).Err(); err != nil {
+		return s.fail("take over request "+rec.ID, err)
+	}
+	return nil
+}
+
+// FinishRequest marks a request done with its result event, keeping it for
+// ttl from now. A missing record (expired, or never begun) is created done.
+// result must be valid JSON; it is stored compacted.
+func (s *Store) FinishRequest(ctx context.Context, id string, result json.RawMessage, ttl time.Duration) error {
+	if err := checkTTL("finish request", ttl); err != nil {
+		return err
+	}
+	key := s.keys.Request(id)
+	update := func(tx *redis.Tx) error {
+		rec := berth.RequestRecord{ID: id}
+		b, err := tx.Get(ctx, key).Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return err
+		default:
+			if err := json.Unmarshal(b, &rec); err != nil {
+				return corrupt(key, err)
+			}
+		}
+		rec.State = berth.RequestDone
+		rec.Result = result
+		out, err := marshal(&rec)
+		if err != nil {
+			return events.Errorf(events.CodeInternal, "encode the result of request %q: %v", id, err)
+		}
+		_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.Set(ctx, key, out, ttl)
+			return nil
+		})
+		return err
+	}
+	var err error
+	for range maxWatchRetries {
+		err = s.rdb.Watch(ctx, update, key)
+		if !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, redis.TxFailedErr):
+		return events.Errorf(events.CodeInternal,
+			"finish request %q: the record kept changing during %d attempts", id, maxWatchRetries)
+	}
+	return s.fail("finish request "+id, err)
+}
+
+// GetRequest returns the record of a request, or CodeNotFound.
+func (s *Store) GetRequest(ctx context.Context, id string) (*berth.RequestRecord, error) {
+	var rec berth.RequestRecord
+	if err := s.getJSON(ctx, "get request "+id, s.keys.Request(id), &rec); err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, notFound("the record expired or the request never reached this worker",
+				"no record of request %q", id)
+		}
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// AppendHistory adds an entry at the head of a project's history and trims it
+// to the store's cap, atomically.
+func (s *Store) AppendHistory(ctx context.Context, project string, e *berth.HistoryEntry) error {
+	b, err := marshal(e)
+	if err != nil {
+		return events.Errorf(events.CodeInternal, "encode history entry of %q: %v", project, err)
+	}
+	key := s.keys.History(project)
+	_, err = s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.LPush(ctx, key, b)
+		pipe.LTrim(ctx, key, 0, int64(s.historyCap)-1)
+		return nil
+	})
+	if err != nil {
+		return s.fail("append history of "+project, err)
+	}
+	return nil
+}
+
+// History returns the newest n entries of a project's history, newest first.
+// A project without history (or n <= 0) gives an empty, non-nil slice: the
+// history of a deleted project stays readable.
+func (s *Store) History(ctx context.Context, project string, n int) ([]berth.HistoryEntry, error) {
+	if n <= 0 {
+		return []berth.HistoryEntry{}, nil
+	}
+	key := s.keys.History(project)
+	raw, err := s.rdb.LRange(ctx, key, 0, int64(n)-1).Result()
+	if err != nil {
+		return nil, s.fail("read history of "+project, err)
+	}
+	out := make([]berth.HistoryEntry, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal([]byte(r), &out[i]); err != nil {
+			return nil, corrupt(key, err)
+		}
+	}
+	return out, nil
+}
