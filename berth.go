@@ -108,6 +108,9 @@ type RequestRecord struct {
 	State     RequestState `json:"state"`
 	Worker    string       `json:"worker"`
 	StartedAt time.Time    `json:"started_at"`
+	// StreamSeq is the command message's stream sequence: a redelivery of
+	// the same message means its previous worker stopped.
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	// Result is the stored result event, re-published on redelivery.
 	Result json.RawMessage `json:"result,omitempty"`
 }

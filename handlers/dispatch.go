@@ -119,7 +119,8 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	}
 
 	// Idempotency: a command already done re-publishes its result.
-	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, State: berth.RequestRunning, Worker: d.WorkerID, StartedAt: now}
+	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, State: berth.RequestRunning,
+		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
 	switch {
 	case err != nil && events.IsFast(action):
@@ -130,14 +131,17 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	case !created && existing.State == berth.RequestDone && len(existing.Result) > 0:
 		log.Info().Uint64("delivery", del.NumDelivered).Msg("command already done: re-publishing its result")
 		return r.republish(ctx, existing.Result)
-	case !created && del.NumDelivered <= 1 && now.Sub(existing.StartedAt) < d.staleAfter():
-		log.Warn().Str("worker", existing.Worker).Msg("a command with this request id is already running; ignoring the duplicate")
-		return Decision{Verdict: Ack}
-	case !created:
+	case !created && del.NumDelivered > 1 && del.StreamSeq != 0 && existing.StreamSeq == del.StreamSeq:
+		// The same message again: its worker stopped before finishing.
 		log.Warn().Str("worker", existing.Worker).Uint64("delivery", del.NumDelivered).Msg("taking over a request whose worker stopped")
 		if err := d.Store.TakeOverRequest(ctx, rec, d.recordTTL()); err != nil {
 			return r.finish(ctx, nil, err)
 		}
+	case !created:
+		// Another message with this request id is being worked on: come
+		// back when it is done, and re-publish its result then.
+		log.Warn().Str("worker", existing.Worker).Msg("a command with this request id is already running; retrying the duplicate later")
+		return d.retry(del, "duplicate of running request "+id)
 	}
 
 	r.executed = true
@@ -220,10 +224,6 @@ func (d *Dispatcher) recordTTL() time.Duration {
 	return 24 * time.Hour
 }
 
-// staleAfter is how long a running record from a first delivery is
-// trusted to belong to live work.
-func (d *Dispatcher) staleAfter() time.Duration { return 15 * time.Minute }
-
 func (d *Dispatcher) retry(del Delivery, why string) Decision {
 	if del.MaxDeliver > 0 && del.NumDelivered >= uint64(del.MaxDeliver) {
 		return Decision{Verdict: Term, Reason: "last delivery: " + why}
@@ -252,6 +252,15 @@ type run struct {
 }
 
 func (r *run) emit(ctx context.Context, kind events.Kind, fill func(*events.Event)) ([]byte, error) {
+	body, seq, err := r.encode(kind, fill)
+	if err != nil {
+		return nil, err
+	}
+	return body, r.publish(ctx, kind, seq, body)
+}
+
+// encode builds the next event of the request.
+func (r *run) encode(kind events.Kind, fill func(*events.Event)) ([]byte, uint64, error) {
 	ev := r.ev
 	ev.Kind = kind
 	ev.Seq = r.seq.Add(1)
@@ -260,16 +269,19 @@ func (r *run) emit(ctx context.Context, kind events.Kind, fill func(*events.Even
 		fill(&ev)
 	}
 	body, err := json.Marshal(&ev)
-	if err != nil {
-		return nil, err
-	}
-	subject := r.d.Subjects.Event(ev.Project, ev.RequestID, kind)
-	msgID := fmt.Sprintf("%s.%s.%d", ev.RequestID, kind, ev.Seq)
+	return body, ev.Seq, err
+}
+
+// publish sends an encoded event; its message id makes a re-publish of
+// the same event a no-op in the event stream.
+func (r *run) publish(ctx context.Context, kind events.Kind, seq uint64, body []byte) error {
+	subject := r.d.Subjects.Event(r.ev.Project, r.ev.RequestID, kind)
+	msgID := fmt.Sprintf("%s.%s.%d", r.ev.RequestID, kind, seq)
 	if err := r.d.Emitter.Emit(ctx, subject, msgID, body, kind == events.KindResult); err != nil {
 		r.log.Warn().Err(err).Str("kind", string(kind)).Msg("cannot publish event")
-		return body, err
+		return err
 	}
-	return body, nil
+	return nil
 }
 
 // Progress implements Reporter.
@@ -339,15 +351,17 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 			raw = b
 		}
 	}
-	body, err := r.emit(ctx, events.KindResult, func(ev *events.Event) {
+	body, seq, err := r.encode(events.KindResult, func(ev *events.Event) {
 		ev.OK, ev.Data, ev.Error, ev.DurationMS = &ok, raw, e, &dur
 	})
 	if err != nil {
-		return r.d.retry(r.del, "result not published: "+err.Error())
+		return Decision{Verdict: Term, Reason: "result not encodable: " + err.Error()}
 	}
 	if ok {
 		r.log.Info().Int64("duration_ms", dur).Msg("command done")
 	}
+	// The record is written before the result goes out, so whoever sees
+	// the result and sends the command again gets the stored result.
 	if !r.noRecord && events.ValidRequestID(r.ev.RequestID) {
 		if err := r.d.Store.FinishRequest(ctx, r.ev.RequestID, body, r.d.recordTTL()); err != nil {
 			r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")
@@ -363,6 +377,9 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 			}
 		}
 	}
+	if err := r.publish(ctx, events.KindResult, seq, body); err != nil {
+		return r.d.retry(r.del, "result not published: "+err.Error())
+	}
 	r.reply(ctx, body)
 	return Decision{Verdict: Ack}
 }
@@ -372,8 +389,7 @@ func (r *run) republish(ctx context.Context, body []byte) Decision {
 	if err := json.Unmarshal(body, &ev); err != nil {
 		return r.finish(ctx, nil, fmt.Errorf("stored result is unreadable: %w", err))
 	}
-	subject := r.d.Subjects.Event(ev.Project, ev.RequestID, events.KindResult)
-	if err := r.d.Emitter.Emit(ctx, subject, fmt.Sprintf("%s.%s.%d", ev.RequestID, ev.Kind, ev.Seq), body, true); err != nil {
+	if err := r.publish(ctx, events.KindResult, ev.Seq, body); err != nil {
 		return r.d.retry(r.del, "stored result not re-published: "+err.Error())
 	}
 	r.reply(ctx, body)

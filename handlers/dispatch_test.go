@@ -237,3 +237,19 @@ func TestLogChunksStayUnderLimit(t *testing.T) {
 }
 
 func (f *fixture) st() *memStore { return f.store }
+
+func TestDispatchRunningRequest(t *testing.T) {
+	f := newFixture(t)
+	f.store.reqs["r9"] = &berth.RequestRecord{ID: "r9", State: berth.RequestRunning, StreamSeq: 5, StartedAt: time.Now()}
+	body := []byte(`{"id":"r9","user":"t:1"}`)
+	// Another message with the same id while the first runs: retried later.
+	dec := f.disp.Process(context.Background(), Delivery{Subject: "berth.cmd.po.history", Data: body, StreamSeq: 6, NumDelivered: 1, MaxDeliver: 5})
+	if dec.Verdict != Retry || len(f.em.events) != 0 {
+		t.Fatalf("duplicate of a running request: %+v, %d events", dec, len(f.em.events))
+	}
+	// The same message redelivered: its worker died, this one takes over.
+	dec = f.disp.Process(context.Background(), Delivery{Subject: "berth.cmd.po.history", Data: body, StreamSeq: 5, NumDelivered: 2, MaxDeliver: 5})
+	if dec.Verdict != Ack || len(f.em.results()) != 1 || f.store.reqs["r9"].State != berth.RequestDone {
+		t.Fatalf("redelivery of a running request: %+v, results %d", dec, len(f.em.results()))
+	}
+}
