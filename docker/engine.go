@@ -1,0 +1,262 @@
+// Package docker is Berth's berth.Engine on the Docker Engine API (through
+// github.com/docker/docker/client) and the Docker Compose v2 CLI, which it
+// runs as `docker compose ...` with an argument vector, never a shell.
+package docker
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-connections/nat"
+
+	"github.com/berth-ops/berth"
+)
+
+// The labels Containers reads.
+const (
+	// LabelProject is the compose project label of a container.
+	LabelProject = "com.docker.compose.project"
+	// LabelService is the compose service label of a container.
+	LabelService = "com.docker.compose.service"
+	// LabelOneShot marks a service whose containers are meant to exit
+	// (migrations, seeders): `berth.one-shot: "true"` in the compose file.
+	LabelOneShot = "berth.one-shot"
+)
+
+// MaxHealthLog is the number of health-check outputs Containers keeps, the
+// newest ones.
+const MaxHealthLog = 5
+
+// inspectConcurrency bounds the concurrent inspects of Containers.
+const inspectConcurrency = 8
+
+// Engine is the berth.Engine of a Docker Engine and its Compose plugin.
+// It is safe for concurrent use.
+type Engine struct {
+	cli     *client.Client
+	compose []string
+}
+
+var _ berth.Engine = (*Engine)(nil)
+
+// Option configures New.
+type Option func(*config)
+
+type config struct {
+	compose    []string
+	clientOpts []client.Opt
+}
+
+// WithComposeBinary sets the command that runs Compose, as an argument
+// vector: the default is {"docker", "compose"} (the Compose v2 CLI plugin);
+// {"docker-compose"} runs a standalone Compose v2 binary. The first element
+// is looked up in PATH unless it holds a slash.
+func WithComposeBinary(argv ...string) Option {
+	return func(c *config) { c.compose = append([]string(nil), argv...) }
+}
+
+// WithClientOptions adds options to the Docker client, after
+// client.FromEnv and client.WithAPIVersionNegotiation (so client.WithHost
+// overrides DOCKER_HOST).
+func WithClientOptions(opts ...client.Opt) Option {
+	return func(c *config) { c.clientOpts = append(c.clientOpts, opts...) }
+}
+
+// New returns an Engine on the Docker Engine named by the environment
+// (DOCKER_HOST, DOCKER_API_VERSION, DOCKER_CERT_PATH, DOCKER_TLS_VERIFY),
+// negotiating the API version. It does not connect: call Ping for that.
+func New(opts ...Option) (*Engine, error) {
+	c := config{compose: []string{"docker", "compose"}}
+	for _, o := range opts {
+		o(&c)
+	}
+	if len(c.compose) == 0 || c.compose[0] == "" {
+		return nil, fmt.Errorf("docker: empty compose binary")
+	}
+	copts := append([]client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}, c.clientOpts...)
+	cli, err := client.NewClientWithOpts(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker: client: %w", err)
+	}
+	return &Engine{cli: cli, compose: c.compose}, nil
+}
+
+// Close releases the client's idle connections.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// Client returns the underlying Docker client, for the operations the
+// Engine does not wrap.
+func (e *Engine) Client() *client.Client { return e.cli }
+
+// ComposeBinary returns the argument vector that runs Compose.
+func (e *Engine) ComposeBinary() []string { return append([]string(nil), e.compose...) }
+
+// Ping checks that the engine answers.
+func (e *Engine) Ping(ctx context.Context) error {
+	if _, err := e.cli.Ping(ctx); err != nil {
+		return e.mapErr(err, "ping")
+	}
+	return nil
+}
+
+// Containers lists every container of a compose project, running or not,
+// inspected, sorted by service then name. A container removed between the
+// list and its inspect is left out.
+func (e *Engine) Containers(ctx context.Context, composeProject string) ([]berth.Container, error) {
+	if err := ValidateProjectName(composeProject); err != nil {
+		return nil, err
+	}
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelProject+"="+composeProject)),
+	})
+	if err != nil {
+		return nil, e.mapErr(err, "list containers of "+composeProject)
+	}
+
+	out := make([]berth.Container, len(list))
+	found := make([]bool, len(list))
+	errs := make([]error, len(list))
+	sem := make(chan struct{}, inspectConcurrency)
+	var wg sync.WaitGroup
+	for i := range list {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			insp, err := e.cli.ContainerInspect(ctx, list[i].ID)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i], found[i] = fromInspect(insp), true
+		}()
+	}
+	wg.Wait()
+
+	res := out[:0]
+	for i := range out {
+		if errs[i] != nil {
+			mapped := e.mapErr(errs[i], "inspect container "+shortID(list[i].ID))
+			if isCode(mapped, codeNotFound) {
+				continue // removed since the list
+			}
+			return nil, mapped
+		}
+		if found[i] {
+			res = append(res, out[i])
+		}
+	}
+	sort.Slice(res, func(i, j int) bool {
+		if res[i].Service != res[j].Service {
+			return res[i].Service < res[j].Service
+		}
+		return res[i].Name < res[j].Name
+	})
+	return res, nil
+}
+
+// fromInspect converts an inspect response.
+func fromInspect(in container.InspectResponse) berth.Container {
+	c := berth.Container{}
+	if in.ContainerJSONBase != nil {
+		c.ID = in.ID
+		c.Name = strings.TrimPrefix(in.Name, "/")
+		c.ImageID = in.Image
+		c.RestartCount = in.RestartCount
+		if s := in.State; s != nil {
+			c.State = string(s.Status)
+			c.ExitCode = s.ExitCode
+			c.StartedAt = parseTime(s.StartedAt)
+			c.FinishedAt = parseTime(s.FinishedAt)
+			if h := s.Health; h != nil {
+				c.Health = string(h.Status)
+				c.HealthLog = healthLog(h.Log)
+			}
+		}
+	}
+	if in.Config != nil {
+		c.Image = in.Config.Image
+		c.Labels = in.Config.Labels
+		c.Service = in.Config.Labels[LabelService]
+		c.OneShot, _ = strconv.ParseBool(in.Config.Labels[LabelOneShot])
+	}
+	if in.NetworkSettings != nil {
+		c.Ports = ports(in.NetworkSettings.Ports)
+	}
+	return c
+}
+
+// healthLog returns the trimmed outputs of the newest MaxHealthLog checks,
+// oldest first; an empty output reads as its exit code.
+func healthLog(log []*container.HealthcheckResult) []string {
+	if len(log) > MaxHealthLog {
+		log = log[len(log)-MaxHealthLog:]
+	}
+	var out []string
+	for _, r := range log {
+		if r == nil {
+			continue
+		}
+		s := strings.TrimSpace(r.Output)
+		if s == "" {
+			s = "exit code " + strconv.Itoa(r.ExitCode)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// ports returns the published ports, sorted.
+func ports(pm nat.PortMap) []berth.Port {
+	var out []berth.Port
+	for p, bindings := range pm {
+		cport, _ := strconv.ParseUint(p.Port(), 10, 16)
+		for _, b := range bindings {
+			hport, err := strconv.ParseUint(b.HostPort, 10, 16)
+			if err != nil || hport == 0 {
+				continue
+			}
+			out = append(out, berth.Port{HostIP: b.HostIP, HostPort: uint16(hport),
+				ContainerPort: uint16(cport), Proto: p.Proto()})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.ContainerPort != b.ContainerPort {
+			return a.ContainerPort < b.ContainerPort
+		}
+		if a.Proto != b.Proto {
+			return a.Proto < b.Proto
+		}
+		if a.HostIP != b.HostIP {
+			return a.HostIP < b.HostIP
+		}
+		return a.HostPort < b.HostPort
+	})
+	return out
+}
+
+// parseTime parses an engine time; the engine's zero time is the zero time.
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
