@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-ops/berth/events"
+)
+
+// Config is the worker's configuration, from flags and BERTH_* variables
+// (a flag wins over its variable).
+type Config struct {
+	Dev       bool
+	DevNATS   string // listen address of the embedded nats-server
+	NATSURL   string
+	NATSCreds string
+	NATSNKey  string
+	NATSUser  string
+	NATSPass  string
+	TLSCA     string
+	TLSCert   string
+	TLSKey    string
+	RedisURL  string
+	Prefix    string
+	StateDir  string
+	Roots     []string
+	StatusTTL time.Duration
+	FastSlots int
+	SlowSlots int
+	Grace     time.Duration
+	AckWait   time.Duration
+	LogLevel  string
+	LogFormat string
+}
+
+// ParseConfig reads args and the environment.
+func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var roots string
+	fs.BoolVar(&c.Dev, "dev", env("BERTH_DEV", "") == "1" || env("BERTH_DEV", "") == "true", "embedded development mode: in-process NATS and Redis-compatible store (also the default when no --nats-url and --redis-url are given)")
+	fs.StringVar(&c.DevNATS, "dev-nats-listen", env("BERTH_DEV_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded nats-server in dev mode")
+	fs.StringVar(&c.NATSURL, "nats-url", env("BERTH_NATS_URL", ""), "NATS server URL(s), comma-separated")
+	fs.StringVar(&c.NATSCreds, "nats-creds", env("BERTH_NATS_CREDS", ""), "NATS credentials file")
+	fs.StringVar(&c.NATSNKey, "nats-nkey", env("BERTH_NATS_NKEY", ""), "NATS nkey seed file")
+	fs.StringVar(&c.NATSUser, "nats-user", env("BERTH_NATS_USER", ""), "NATS user name")
+	fs.StringVar(&c.NATSPass, "nats-password", env("BERTH_NATS_PASSWORD", ""), "NATS password")
+	fs.StringVar(&c.TLSCA, "nats-tls-ca", env("BERTH_NATS_TLS_CA", ""), "CA certificate for the NATS TLS connection")
+	fs.StringVar(&c.TLSCert, "nats-tls-cert", env("BERTH_NATS_TLS_CERT", ""), "client certificate for NATS TLS")
+	fs.StringVar(&c.TLSKey, "nats-tls-key", env("BERTH_NATS_TLS_KEY", ""), "client key for NATS TLS")
+	fs.StringVar(&c.RedisURL, "redis-url", env("BERTH_REDIS_URL", ""), "Redis URL (redis://, rediss://, unix://)")
+	fs.StringVar(&c.Prefix, "prefix", env("BERTH_PREFIX", events.DefaultPrefix), "subject prefix and Redis key prefix")
+	fs.StringVar(&c.StateDir, "state-dir", env("BERTH_STATE_DIR", ""), "directory for Berth's state (embedded NATS data in dev mode; releases and journals)")
+	fs.StringVar(&roots, "roots", env("BERTH_ROOTS", ""), "comma-separated directories that workspace and production paths must lie in")
+	fs.DurationVar(&c.StatusTTL, "status-ttl", envDuration(getenv, "BERTH_STATUS_TTL", 10*time.Second), "how long a status is served from the cache")
+	fs.IntVar(&c.FastSlots, "fast-slots", envInt(getenv, "BERTH_FAST_SLOTS", 32), "read-only commands worked on at once")
+	fs.IntVar(&c.SlowSlots, "slow-slots", envInt(getenv, "BERTH_SLOW_SLOTS", 4), "mutations worked on at once")
+	fs.DurationVar(&c.Grace, "grace", envDuration(getenv, "BERTH_GRACE", 30*time.Second), "how long in-flight work may finish on shutdown")
+	fs.DurationVar(&c.AckWait, "ack-wait", envDuration(getenv, "BERTH_ACK_WAIT", 30*time.Second), "JetStream AckWait of the command consumers")
+	fs.StringVar(&c.LogLevel, "log-level", env("BERTH_LOG_LEVEL", "info"), "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", env("BERTH_LOG_FORMAT", "json"), "json, or console for people")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, r := range strings.Split(roots, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			c.Roots = append(c.Roots, r)
+		}
+	}
+	if c.NATSURL == "" && c.RedisURL == "" {
+		c.Dev = true
+	}
+	c.setDefaults(getenv)
+	return c, c.Validate()
+}
+
+func (c *Config) setDefaults(getenv func(string) string) {
+	if c.StateDir == "" {
+		if c.Dev {
+			c.StateDir = ".berth"
+		} else {
+			c.StateDir = "/var/lib/berth"
+		}
+	}
+	if abs, err := filepath.Abs(c.StateDir); err == nil {
+		c.StateDir = abs
+	}
+	if c.Dev && len(c.Roots) == 0 {
+		// Development default: projects under the home directory or the
+		// temporary directory.
+		if home := getenv("HOME"); home != "" {
+			c.Roots = append(c.Roots, filepath.Clean(home))
+		}
+		c.Roots = append(c.Roots, filepath.Clean(os.TempDir()))
+	}
+}
+
+// Validate reports settings that cannot work, saying which to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if !c.Dev && c.NATSURL == "" {
+		errs = append(errs, errors.New("--nats-url (BERTH_NATS_URL) is required outside dev mode"))
+	}
+	if !c.Dev && c.RedisURL == "" {
+		errs = append(errs, errors.New("--redis-url (BERTH_REDIS_URL) is required outside dev mode"))
+	}
+	if c.Dev && (c.NATSURL != "" || c.RedisURL != "") {
+		errs = append(errs, errors.New("--dev runs its own NATS and Redis: drop --nats-url and --redis-url, or drop --dev"))
+	}
+	if !validPrefix(c.Prefix) {
+		errs = append(errs, fmt.Errorf("--prefix %q must be one subject token of letters, digits, '_' or '-'", c.Prefix))
+	}
+	for _, r := range c.Roots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) != r {
+			errs = append(errs, fmt.Errorf("root %q must be an absolute, clean path", r))
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--nats-tls-cert and --nats-tls-key go together"))
+	}
+	if c.NATSCreds != "" && c.NATSNKey != "" {
+		errs = append(errs, errors.New("use --nats-creds or --nats-nkey, not both"))
+	}
+	if c.FastSlots < 1 || c.SlowSlots < 1 {
+		errs = append(errs, errors.New("--fast-slots and --slow-slots must be at least 1"))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, errors.New("--ack-wait must be at least 1s"))
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format %q must be json or console", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func validPrefix(p string) bool {
+	if p == "" || len(p) > 32 {
+		return false
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func envInt(getenv func(string) string, name string, def int) int {
+	if n, err := strconv.Atoi(getenv(name)); err == nil {
+		return n
+	}
+	return def
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigDevIsTheDefault(t *testing.T) {
+	c, err := ParseConfig(nil, env(map[string]string{"HOME": "/home/u"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Dev || c.DevNATS != "127.0.0.1:4222" || strings.Join(c.Roots, ",") == "" || !strings.HasSuffix(c.StateDir, ".berth") {
+		t.Fatalf("dev default %+v", c)
+	}
+}
+
+func TestConfigFlagsWinOverEnvironment(t *testing.T) {
+	c, err := ParseConfig([]string{"--nats-url", "nats://a:4222", "--roots", "/srv/a, /srv/b", "--status-ttl", "3s"},
+		env(map[string]string{"BERTH_NATS_URL": "nats://env:4222", "BERTH_REDIS_URL": "redis://r:6379", "BERTH_SLOW_SLOTS": "2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Dev || c.NATSURL != "nats://a:4222" || c.RedisURL != "redis://r:6379" || c.SlowSlots != 2 ||
+		c.StatusTTL != 3*time.Second || strings.Join(c.Roots, ",") != "/srv/a,/srv/b" || c.StateDir != "/var/lib/berth" {
+		t.Fatalf("config %+v", c)
+	}
+}
+
+func TestConfigRejectsWhatCannotWork(t *testing.T) {
+	for name, args := range map[string][]string{
+		"nats without redis": {"--nats-url", "nats://a"},
+		"dev with urls":      {"--dev", "--nats-url", "nats://a", "--redis-url", "redis://b"},
+		"relative root":      {"--roots", "srv"},
+		"bad prefix":         {"--prefix", "a.b"},
+		"cert without key":   {"--nats-tls-cert", "c.pem"},
+		"creds and nkey":     {"--nats-creds", "a", "--nats-nkey", "b"},
+		"no slots":           {"--fast-slots", "0"},
+		"short ack wait":     {"--ack-wait", "10ms"},
+		"log format":         {"--log-format", "xml"},
+		"stray argument":     {"status"},
+	} {
+		if _, err := ParseConfig(args, env(nil)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/internal/testenv"
+)
+
+// harness runs a real worker against a real nats-server, a real Redis and
+// the real Docker Engine, and talks to it as a bot would.
+type harness struct {
+	t        *testing.T
+	ns       *server.Server
+	cfg      *Config
+	w        *Worker
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	subjects events.Subjects
+}
+
+func newHarness(t *testing.T, roots ...string) *harness {
+	t.Helper()
+	ns := testenv.NATS(t)
+	redisURL := testenv.Redis(t)
+	if len(roots) == 0 {
+		roots = []string{filepath.Clean(t.TempDir())}
+	}
+	cfg := &Config{
+		NATSURL: ns.ClientURL(), RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots,
+		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
+		LogLevel: "debug", LogFormat: "json",
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, ns: ns, cfg: cfg, nc: testenv.Connect(t, ns), subjects: events.NewSubjects("berth")}
+	var err error
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	return h
+}
+
+// start starts (or restarts) the worker.
+func (h *harness) start() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := Start(context.WithoutCancel(ctx), h.cfg, zerolog.New(testWriter{h.t}).With().Timestamp().Logger())
+	if err != nil {
+		h.t.Fatalf("start worker: %v", err)
+	}
+	h.w = w
+	h.t.Cleanup(func() { h.stop() })
+}
+
+// stop shuts the worker down gracefully.
+func (h *harness) stop() {
+	if h.w == nil {
+		return
+	}
+	h.w.Stop()
+	_ = h.w.Wait()
+	h.w.Close()
+	h.w = nil
+}
+
+// send publishes a command and returns its events up to the result.
+func (h *harness) send(project, action string, cmd events.Command) (events.Event, []events.Event) {
+	h.t.Helper()
+	if cmd.ID == "" {
+		cmd.ID = strings.ReplaceAll(uuid.NewString(), "-", "")
+	}
+	if cmd.User == "" {
+		cmd.User = "test:alice"
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.sendRaw(project, action, cmd.ID, body, 2*time.Minute)
+}
+
+// sendRaw publishes body with msgID as Nats-Msg-Id and collects the events
+// of request id until its result.
+func (h *harness) sendRaw(project, action, id string, body []byte, timeout time.Duration) (events.Event, []events.Event) {
+	h.t.Helper()
+	evs := h.subscribe(project, id)
+	msg := &nats.Msg{Subject: h.subjects.Command(project, action), Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
+		h.t.Fatalf("publish %s: %v", msg.Subject, err)
+	}
+	return evs.result(h.t, timeout)
+}
+
+type eventSub struct {
+	mu   sync.Mutex
+	evs  []events.Event
+	got  chan struct{}
+	sub  *nats.Subscription
+	done bool
+}
+
+// subscribe collects the events of one request.
+func (h *harness) subscribe(project, id string) *eventSub {
+	h.t.Helper()
+	es := &eventSub{got: make(chan struct{}, 1)}
+	sub, err := h.nc.Subscribe(h.subjects.RequestEvents(project, id), func(m *nats.Msg) {
+		var ev events.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			h.t.Errorf("undecodable event on %s: %v", m.Subject, err)
+			return
+		}
+		if !strings.HasSuffix(m.Subject, "."+string(ev.Kind)) {
+			h.t.Errorf("event of kind %s on subject %s", ev.Kind, m.Subject)
+		}
+		es.mu.Lock()
+		es.evs = append(es.evs, ev)
+		es.mu.Unlock()
+		if ev.Kind == events.KindResult {
+			select {
+			case es.got <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.nc.Flush(); err != nil {
+		h.t.Fatal(err)
+	}
+	es.sub = sub
+	h.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return es
+}
+
+func (es *eventSub) result(t *testing.T, timeout time.Duration) (events.Event, []events.Event) {
+	t.Helper()
+	select {
+	case <-es.got:
+	case <-time.After(timeout):
+		es.mu.Lock()
+		defer es.mu.Unlock()
+		t.Fatalf("no result within %v; events so far: %+v", timeout, es.evs)
+	}
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	for _, ev := range es.evs {
+		if ev.Kind == events.KindResult {
+			return ev, append([]events.Event(nil), es.evs...)
+		}
+	}
+	panic("unreachable")
+}
+
+// storedResults counts the result events of a request in BERTH_EVT.
+func (h *harness) storedResults(project, id string) uint64 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := h.js.Stream(ctx, "BERTH_EVT")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	subj := h.subjects.Event(project, id, events.KindResult)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+func mustOK(t *testing.T, res events.Event) {
+	t.Helper()
+	if res.OK == nil || !*res.OK {
+		t.Fatalf("result not ok: %+v (error %+v)", res, res.Error)
+	}
+}
+
+func decodeData[T any](t *testing.T, res events.Event) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(res.Data, &v); err != nil {
+		t.Fatalf("result data %s: %v", res.Data, err)
+	}
+	return v
+}
+
+func args(t *testing.T, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testWriter sends worker logs to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var _ io.Writer = testWriter{}
+
+func errCode(res events.Event) string {
+	if res.Error == nil {
+		return ""
+	}
+	return fmt.Sprint(res.Error.Code)
+}
