@@ -35,7 +35,12 @@ fi
 # not needed.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 
-plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+# System-wide plugin directory, independent of $HOME; DOCKER_CONFIG overrides.
+if [ -n "${DOCKER_CONFIG:-}" ]; then
+	plugin_dir="$DOCKER_CONFIG/cli-plugins"
+else
+	plugin_dir=/usr/local/lib/docker/cli-plugins
+fi
 if ! docker compose version >/dev/null 2>&1; then
 	echo "== installing the Docker Compose v2 plugin from Debian trixie"
 	work=$(mktemp -d)

@@ -325,3 +325,44 @@ func (l *lockedWriter) String() string {
 	defer l.mu.Unlock()
 	return l.w.String()
 }
+
+func TestShutdownFinishesInFlightWork(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	configure(t, h, "po")
+	id := "follow-during-shutdown"
+	evs := h.subscribe("po", id)
+	body, _ := json.Marshal(events.Command{ID: id, User: "test:alice", Args: args(t, map[string]any{"service": "worker", "tail": 1, "follow_s": 2})})
+	msg := &nats.Msg{Subject: h.subjects.Command("po", events.ActionLogs), Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	if _, err := h.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the work has started, then shut down in the middle of it.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs.mu.Lock()
+		n := len(evs.evs)
+		evs.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("command never accepted")
+		}
+	}
+	begin := time.Now()
+	h.stop()
+	res, _ := evs.result(t, 5*time.Second)
+	mustOK(t, res)
+	if lr := decodeData[handlers.LogsResult](t, res); lr.FollowedS < 1.5 {
+		t.Fatalf("in-flight follow was cut short: %+v", lr)
+	}
+	if time.Since(begin) > h.cfg.Grace {
+		t.Fatalf("shutdown took %v, more than the grace period", time.Since(begin))
+	}
+	// Acked: a restarted worker does not run it again.
+	h.start()
+	time.Sleep(h.cfg.AckWait + time.Second)
+	if n := h.storedResults("po", id); n != 1 {
+		t.Fatalf("%d results stored, want 1", n)
+	}
+}

@@ -1,0 +1,81 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestSubjectsRoundTrip(t *testing.T) {
+	s := NewSubjects("")
+	for _, a := range Actions() {
+		p, act, err := s.ParseCommand(s.Command("po", a))
+		if err != nil || p != "po" || act != a {
+			t.Fatalf("%s: %q %q %v", a, p, act, err)
+		}
+	}
+	for _, bad := range []string{"berth.cmd.po", "other.cmd.po.status", "berth.cmd..status", "berth.evt.po.x.result"} {
+		if _, _, err := s.ParseCommand(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	if got := s.Event("po", "r1", KindResult); got != "berth.evt.po.r1.result" {
+		t.Fatalf("event subject %q", got)
+	}
+}
+
+func TestLanesPartitionTheActions(t *testing.T) {
+	fast, slow := FastActions(), SlowActions()
+	if len(fast)+len(slow) != len(Actions()) {
+		t.Fatalf("fast %v + slow %v do not cover %v", fast, slow, Actions())
+	}
+	for _, a := range slow {
+		if IsFast(a) {
+			t.Fatalf("%s in both lanes", a)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	for p, ok := range map[string]bool{"po": true, "a-b_c9": true, "": false, "Po": false, "-x": false, "po;rm": false,
+		strings.Repeat("a", 63): true, strings.Repeat("a", 64): false, "a.b": false, "a b": false} {
+		if ValidProject(p) != ok {
+			t.Errorf("ValidProject(%q) = %v", p, !ok)
+		}
+	}
+	for id, ok := range map[string]bool{"abc-DEF_1": true, "": false, "a.b": false, "a*": false, strings.Repeat("x", 65): false} {
+		if ValidRequestID(id) != ok {
+			t.Errorf("ValidRequestID(%q) = %v", id, !ok)
+		}
+	}
+}
+
+func TestDecodeCommand(t *testing.T) {
+	c, err := DecodeCommand([]byte(`{"id":"r1","user":"telegram:1","args":{"tail":5},"confirm":"yes","reply_to":"_INBOX.a"}`))
+	if err != nil || c.ID != "r1" || string(c.Args) != `{"tail":5}` || c.Confirm != "yes" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, bad := range []string{``, `null`, `[]`, `{"user":1}`, `{"user":"u","x":1}`, `{"user":"u"}x`, "{\"user\":\"\xc3\x28\"}",
+		`{"user":"u","reply_to":"a..b"}`, `{"user":"u","reply_to":"a >"}`, `{"user":"u","confirm":"` + strings.Repeat("y", 200) + `"}`} {
+		_, err := DecodeCommand([]byte(bad))
+		var e *Error
+		if !errors.As(err, &e) || e.Code != CodeBadRequest || e.Hint == "" {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+func TestErrorCode(t *testing.T) {
+	e := Errorf(CodeConflict, "locked by %s", "bob").WithHint("wait")
+	wrapped := fmt.Errorf("deploy: %w", e)
+	if ErrorCode(wrapped) != CodeConflict || ErrorCode(errors.New("x")) != CodeInternal || ErrorCode(nil) != "" {
+		t.Fatal("ErrorCode mapping")
+	}
+	if AsError(wrapped) != e || AsError(errors.New("boom")).Code != CodeInternal {
+		t.Fatal("AsError mapping")
+	}
+	if len(Codes()) != 15 {
+		t.Fatalf("%d codes; the documented set has 15", len(Codes()))
+	}
+}
