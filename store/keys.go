@@ -12,9 +12,14 @@ const DefaultPrefix = "berth:"
 //	<prefix>status:<p>                      string, JSON of berth.CachedStatus, with a TTL
 //	<prefix>req:<id>                        string, JSON of berth.RequestRecord, with a TTL
 //	<prefix>history:<p>                     list of JSON berth.HistoryEntry, newest at the head, capped
-//	<prefix>confirm:<token>                 reserved: a pending confirmation, by token
-//	<prefix>confirm:<p>:<action>:<user>     reserved: a pending confirmation, by what it confirms
-//	<prefix>lock:<p>                        reserved: the operation lock of a project
+//	<prefix>confirm:<token>                 string, JSON of berth.Confirmation, with a TTL
+//	<prefix>confirm:<p>:<action>:<user>     string, the token of the latest pending confirmation of the triple, with a TTL
+//	<prefix>pending:<user>                  sorted set of the user's pending tokens, scored by expiry (unix ms), with a TTL
+//	<prefix>lock:<p>                        hash of a project's mutation lock, with the lease as TTL:
+//	                                        field owner (the lease owner), field info (JSON of berth.LockInfo)
+//
+// The store refuses tokens that contain ':', so confirm:<token> and
+// confirm:<p>:<action>:<user> never collide.
 type Keys struct {
 	prefix string
 }
@@ -54,6 +59,10 @@ func (k Keys) Confirm(token string) string { return k.prefix + "confirm:" + toke
 func (k Keys) ConfirmFor(project, action, user string) string {
 	return k.prefix + "confirm:" + project + ":" + action + ":" + user
 }
+
+// PendingFor is the key of the sorted set of a user's pending confirmation
+// tokens, scored by their expiry in unix milliseconds.
+func (k Keys) PendingFor(user string) string { return k.prefix + "pending:" + user }
 
 // Lock is the key of a project's operation lock.
 func (k Keys) Lock(project string) string { return k.prefix + "lock:" + project }

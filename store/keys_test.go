@@ -13,6 +13,7 @@ func TestKeysCustomPrefix(t *testing.T) {
 		{k.History("web"), "test/history:web"},
 		{k.Confirm("tok"), "test/confirm:tok"},
 		{k.ConfirmFor("web", "down", "alice"), "test/confirm:web:down:alice"},
+		{k.PendingFor("alice"), "test/pending:alice"},
 		{k.Lock("web"), "test/lock:web"},
 	} {
 		if c.got != c.want {

@@ -444,6 +444,7 @@ func TestStoreUnavailable(t *testing.T) {
 	})
 	ctx := t.Context()
 	rec := sampleRequest("r1", "w")
+	conf := sampleConfirmation("tok", "web", "down", "alice")
 	calls := map[string]func() error{
 		"Ping":             func() error { return s.Ping(ctx) },
 		"GetProject":       func() error { _, err := s.GetProject(ctx, "web"); return err },
@@ -459,6 +460,21 @@ func TestStoreUnavailable(t *testing.T) {
 		"GetRequest":       func() error { _, err := s.GetRequest(ctx, "r1"); return err },
 		"AppendHistory":    func() error { return s.AppendHistory(ctx, "web", &berth.HistoryEntry{}) },
 		"History":          func() error { _, err := s.History(ctx, "web", 5); return err },
+		"PutConfirmation":  func() error { return s.PutConfirmation(ctx, conf, time.Second) },
+		"PeekConfirmation": func() error { _, err := s.PeekConfirmation(ctx, "tok"); return err },
+		"LatestConfirmation": func() error {
+			_, err := s.LatestConfirmation(ctx, "web", "down", "alice")
+			return err
+		},
+		"TakeConfirmation":     func() error { _, err := s.TakeConfirmation(ctx, conf); return err },
+		"PendingConfirmations": func() error { _, err := s.PendingConfirmations(ctx, "alice"); return err },
+		"AcquireLock": func() error {
+			_, _, err := s.AcquireLock(ctx, "web", sampleLock("a"), time.Second)
+			return err
+		},
+		"ExtendLock":  func() error { _, err := s.ExtendLock(ctx, "web", "a", time.Second); return err },
+		"ReleaseLock": func() error { return s.ReleaseLock(ctx, "web", "a") },
+		"LockHolder":  func() error { _, err := s.LockHolder(ctx, "web"); return err },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {
