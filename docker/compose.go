@@ -129,28 +129,45 @@ func (e *Engine) runCompose(ctx context.Context, dir string, files []string, com
 		return run, nil
 	}
 	what := strings.Join(append(e.ComposeBinary(), args...), " ")
+	if ee := composeFailure(ctx, what, err, run.stderr); ee != nil {
+		if ee.Code == events.CodeTimeout {
+			ee = ee.With("stderr", tail(run.stderr))
+		}
+		return nil, ee
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("docker: %s: %w", what, ctx.Err())
+	}
+	return run, err
+}
+
+// composeFailure classifies the failure err of the compose command what
+// that is not the command's own, from its output: a missing compose binary
+// or plugin and an unreachable engine are CodeDockerUnavailable, an expired
+// ctx CodeTimeout. It returns nil for any other failure, including a
+// canceled ctx, which the caller reports.
+func composeFailure(ctx context.Context, what string, err error, output []byte) *events.Error {
 	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
-		return nil, events.Errorf(events.CodeDockerUnavailable, "cannot run %s: %v", what, err).
+		return events.Errorf(events.CodeDockerUnavailable, "cannot run %s: %v", what, err).
 			WithHint("install the Docker CLI and the Docker Compose v2 plugin (`docker compose version` must work for the worker's user)")
 	}
 	if ctx.Err() != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, events.Errorf(events.CodeTimeout, "%s did not finish in time", what).
-				With("stderr", tail(run.stderr))
+			return events.Errorf(events.CodeTimeout, "%s did not finish in time", what)
 		}
-		return nil, fmt.Errorf("docker: %s: %w", what, ctx.Err())
+		return nil
 	}
-	se := string(run.stderr)
+	se := string(output)
 	switch {
 	case strings.Contains(se, "is not a docker command") || strings.Contains(se, "unknown command: docker compose"):
-		return nil, events.Errorf(events.CodeDockerUnavailable, "%s: the Docker Compose plugin is missing: %s", what, tail(run.stderr)).
+		return events.Errorf(events.CodeDockerUnavailable, "%s: the Docker Compose plugin is missing: %s", what, tail(output)).
 			WithHint("install the Docker Compose v2 plugin (docker-compose-plugin, or the docker-compose binary in ~/.docker/cli-plugins/); `docker compose version` must work for the worker's user")
 	case strings.Contains(se, "Cannot connect to the Docker daemon") ||
 		strings.Contains(se, "permission denied while trying to connect to the Docker daemon"):
-		return nil, events.Errorf(events.CodeDockerUnavailable, "%s: cannot reach the Docker Engine: %s", what, tail(run.stderr)).
+		return events.Errorf(events.CodeDockerUnavailable, "%s: cannot reach the Docker Engine: %s", what, tail(output)).
 			WithHint("check that the Docker Engine is running and that DOCKER_HOST (or the default socket unix:///var/run/docker.sock) names it")
 	}
-	return run, err
+	return nil
 }
 
 // ComposeServices returns the services the compose files declare, sorted,

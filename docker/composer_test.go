@@ -1,0 +1,301 @@
+package docker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/docker"
+	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/internal/testenv"
+)
+
+func sampleSpec(s *testenv.Sample) berth.ComposeSpec {
+	return berth.ComposeSpec{Dir: s.Dir, Files: s.Files, Project: s.Project}
+}
+
+// collect gathers the lines of a Compose run, checking that they are
+// clean.
+type collect struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+}
+
+func (c *collect) line(s string) {
+	if strings.ContainsAny(s, "\x1b\r\n") || strings.TrimSpace(s) == "" {
+		c.t.Errorf("unclean line %q", s)
+	}
+	c.mu.Lock()
+	c.lines = append(c.lines, s)
+	c.mu.Unlock()
+}
+
+func (c *collect) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.lines, "\n")
+}
+
+// output returns the output lines of a Compose error, joined.
+func output(err error) string {
+	lines, _ := events.AsError(err).Data["output"].([]string)
+	return strings.Join(lines, "\n")
+}
+
+// TestComposer runs the Composer on one sample project on the real
+// engine: build, images, up, tags, logs, a timeout and a failed health.
+func TestComposer(t *testing.T) {
+	s := testenv.SampleApp(t, testenv.SampleNoUp())
+	e := newEngine(t)
+	ctx := t.Context()
+	spec := sampleSpec(s)
+	appImage := s.Project + "-app:latest"
+
+	t.Run("build", func(t *testing.T) {
+		c := &collect{t: t}
+		if err := e.Compose(ctx, spec, events.CodeBuildFailed, c.line, "build"); err != nil {
+			t.Fatal(err)
+		}
+		out := c.text()
+		if len(c.lines) < 5 || !strings.Contains(out, "COPY app /app") || !strings.Contains(out, "naming to docker.io/library/"+appImage) {
+			t.Errorf("build output:\n%s", out)
+		}
+		if _, err := e.ImageID(ctx, appImage); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("ComposeImages", func(t *testing.T) {
+		images, err := e.ComposeImages(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(images) != 2 || images["web"] != appImage || images["worker"] != appImage {
+			t.Errorf("images %v, want web and worker on %s", images, appImage)
+		}
+		bad := spec
+		bad.Files = []string{"missing.yml"}
+		_, err = e.ComposeImages(ctx, bad)
+		wantCode(t, err, events.CodeBadRequest)
+	})
+
+	t.Run("up", func(t *testing.T) {
+		c := &collect{t: t}
+		if err := e.Compose(ctx, spec, events.CodeHealthFailed, c.line, "up", "-d", "--wait", "--wait-timeout", "30"); err != nil {
+			t.Fatal(err)
+		}
+		out := c.text()
+		for _, want := range []string{"Container " + s.Project + "-web-1  Healthy", "Container " + s.Project + "-worker-1  Healthy"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("up output lacks %q:\n%s", want, out)
+			}
+		}
+		cs, err := e.Containers(ctx, s.Project)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) != 2 || cs[0].State != "running" || cs[0].Health != "healthy" || cs[1].State != "running" {
+			t.Errorf("containers %+v", cs)
+		}
+	})
+
+	t.Run("images", func(t *testing.T) {
+		ref := "berth-test/" + s.Project + ":release-1"
+		t.Cleanup(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			e.RemoveImage(cctx, ref)
+		})
+		id, err := e.ImageID(ctx, appImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(id, "sha256:") {
+			t.Errorf("image id %q", id)
+		}
+		if err := e.TagImage(ctx, id, ref); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.ImageID(ctx, ref); err != nil || got != id {
+			t.Fatalf("ImageID(%s) = %q, %v; want %s", ref, got, err, id)
+		}
+		if err := e.RemoveImage(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.ImageID(ctx, ref)
+		wantCode(t, err, events.CodeNotFound)
+		if err := e.RemoveImage(ctx, ref); err != nil {
+			t.Errorf("removing a missing tag: %v", err)
+		}
+		if got, err := e.ImageID(ctx, appImage); err != nil || got != id {
+			t.Errorf("the project's image is gone: %q, %v", got, err)
+		}
+		// The image's last tag, used by the running containers.
+		wantCode(t, e.RemoveImage(ctx, id), events.CodeConflict)
+		wantCode(t, e.TagImage(ctx, "berth-test/no-such-image:1", ref), events.CodeNotFound)
+		wantCode(t, e.TagImage(ctx, id, "Bad Ref"), events.CodeBadRequest)
+		wantCode(t, e.TagImage(ctx, id, "berth-test/x@sha256:"+strings.Repeat("0", 64)), events.CodeBadRequest)
+	})
+
+	t.Run("ServiceLogsTail", func(t *testing.T) {
+		id := s.ContainerID(t, "web")
+		lines, err := e.ServiceLogsTail(ctx, id, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lines) != 3 {
+			t.Fatalf("lines %q", lines)
+		}
+		for _, l := range lines {
+			if !strings.HasPrefix(l, "stdout: ") && !strings.HasPrefix(l, "stderr: ") {
+				t.Errorf("line %q", l)
+			}
+		}
+		all, err := e.ServiceLogsTail(ctx, id, 1000)
+		if err != nil || !strings.Contains(strings.Join(all, "\n"), "stderr: sampleapp warning: this is stderr") {
+			t.Errorf("logs %q, %v", all, err)
+		}
+		_, err = e.ServiceLogsTail(ctx, "no-such-container", 3)
+		wantCode(t, err, events.CodeNotFound)
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		c := &collect{t: t}
+		start := time.Now()
+		err := e.Compose(tctx, spec, events.CodeInternal, c.line, "logs", "-f", "worker")
+		wantCode(t, err, events.CodeTimeout)
+		if d := time.Since(start); d > 8*time.Second {
+			t.Errorf("returned after %v", d)
+		}
+		if out := c.text(); !strings.Contains(out, "tick") {
+			t.Errorf("streamed no tick:\n%s", out)
+		}
+		if out := output(err); !strings.Contains(out, "tick") {
+			t.Errorf("error output %q", out)
+		}
+		noComposeProcess(t, s.Project)
+
+		// While it runs, the check sees the CLI and its compose plugin.
+		cctx, cancel2 := context.WithCancel(ctx)
+		time.AfterFunc(2*time.Second, cancel2)
+		var running []string
+		var once sync.Once
+		err = e.Compose(cctx, spec, events.CodeInternal, func(string) {
+			once.Do(func() { running = composeProcesses(s.Project) })
+		}, "logs", "-f", "worker")
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("canceled: %v", err)
+		}
+		if len(running) < 2 {
+			t.Errorf("compose processes while running: %q", running)
+		}
+		noComposeProcess(t, s.Project)
+	})
+
+	t.Run("health failed", func(t *testing.T) {
+		env := filepath.Join(s.Dir, ".env")
+		if err := os.WriteFile(env, []byte("FAIL_HEALTH=1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(env)
+		c := &collect{t: t}
+		err := e.Compose(ctx, spec, events.CodeHealthFailed, c.line, "up", "-d", "--wait", "--wait-timeout", "10")
+		wantCode(t, err, events.CodeHealthFailed)
+		ee := events.AsError(err)
+		out := output(err)
+		if !strings.Contains(out, "container "+s.Project+"-web-1 is unhealthy") || !strings.Contains(ee.Message, "is unhealthy") ||
+			ee.Data["exit_code"] != 1 || ee.Hint == "" {
+			t.Errorf("error %+v", ee)
+		}
+		if c.text() != out {
+			t.Errorf("streamed %q, error output %q", c.text(), out)
+		}
+	})
+}
+
+// TestComposeBuildFailure builds a broken Dockerfile.
+func TestComposeBuildFailure(t *testing.T) {
+	s := testenv.SampleApp(t, testenv.SampleNoUp())
+	e := newEngine(t)
+	if err := os.WriteFile(filepath.Join(s.Dir, "Dockerfile"), []byte("FROM scratch\nCOPY does-not-exist /x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &collect{t: t}
+	err := e.Compose(t.Context(), sampleSpec(s), events.CodeBuildFailed, c.line, "build")
+	wantCode(t, err, events.CodeBuildFailed)
+	ee := events.AsError(err)
+	out := output(err)
+	if !strings.Contains(out, "COPY does-not-exist /x") || !strings.Contains(out, `"/does-not-exist" not found`) {
+		t.Errorf("output:\n%s", out)
+	}
+	if !strings.Contains(ee.Message, "docker compose build failed") || !strings.Contains(ee.Hint, "build error") {
+		t.Errorf("error %+v", ee)
+	}
+	if n := len(strings.Split(out, "\n")); n > docker.ComposeTailLines {
+		t.Errorf("%d output lines", n)
+	}
+}
+
+// noComposeProcess checks that no live process runs compose for the
+// project (the docker CLI or its compose plugin), waiting a little for
+// the killed ones to be reaped.
+func noComposeProcess(t *testing.T, project string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		left := composeProcesses(project)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("compose processes of %s left: %q", project, left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// composeProcesses lists the live (not zombie) processes whose command line
+// runs compose with project.
+func composeProcesses(project string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		dir := "/proc/" + strconv.Itoa(pid)
+		cmdline, err := os.ReadFile(dir + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		hasCompose, hasProject := false, false
+		for _, a := range args {
+			hasCompose = hasCompose || a == "compose"
+			hasProject = hasProject || a == project
+		}
+		if !hasCompose || !hasProject {
+			continue
+		}
+		stat, err := os.ReadFile(dir + "/stat")
+		if err != nil {
+			continue
+		}
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+			continue
+		}
+		out = append(out, strings.Join(args, " "))
+	}
+	return out
+}
