@@ -28,6 +28,12 @@ type Project struct {
 	Services []string `json:"services"`
 	// PrimaryService is the default service of logs.
 	PrimaryService string `json:"primary_service"`
+	// Strategy is how deploy brings the workspace to production: "copy"
+	// (the default), "symlink" (production links to the workspace) or
+	// "registry" (services use image references; deploy pulls).
+	Strategy string `json:"strategy"`
+	// RequireSecondApprover makes a different user confirm mutations.
+	RequireSecondApprover bool `json:"require_second_approver"`
 	// CreatedAt and UpdatedAt are set by config.set.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

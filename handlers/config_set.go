@@ -21,6 +21,10 @@ type ConfigSetArgs struct {
 	ComposeProject string   `json:"compose_project,omitempty"`
 	ComposeFiles   []string `json:"compose_files,omitempty"`
 	PrimaryService string   `json:"primary_service,omitempty"`
+	// Strategy is copy (default), symlink or registry.
+	Strategy string `json:"strategy,omitempty"`
+	// RequireSecondApprover makes another user confirm mutations.
+	RequireSecondApprover bool `json:"require_second_approver,omitempty"`
 }
 
 // defaultComposeFiles are looked for, in order, when compose_files is empty.
@@ -33,6 +37,14 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	var a ConfigSetArgs
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
 		return nil, err
+	}
+	switch a.Strategy {
+	case "":
+		a.Strategy = "copy"
+	case "copy", "symlink", "registry":
+	default:
+		return nil, events.Errorf(events.CodeBadRequest, "strategy %q is not known", a.Strategy).
+			WithHint("use copy (the default), symlink or registry")
 	}
 	ws, err := s.confinedDir("workspace", a.Workspace)
 	if err != nil {
@@ -82,7 +94,7 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	p := &berth.Project{
 		Name: req.Project, Workspace: ws, Production: prod,
 		ComposeProject: a.ComposeProject, ComposeFiles: files,
-		Services: services, PrimaryService: primary,
+		Services: services, PrimaryService: primary, Strategy: a.Strategy, RequireSecondApprover: a.RequireSecondApprover,
 		CreatedAt: now, UpdatedAt: now, UpdatedBy: req.User,
 	}
 	if old, err := s.Store.GetProject(ctx, req.Project); err == nil {

@@ -22,6 +22,27 @@ type Config struct {
 	MaxFollow time.Duration
 	// HistoryLimit caps the entries history returns.
 	HistoryLimit int
+	// StateDir holds releases, manifests and journals of deploys.
+	StateDir string
+	// ConfirmTTL is how long a confirmation token is valid.
+	ConfirmTTL time.Duration
+	// MaxPendingConfirmations caps a user's pending confirmations.
+	MaxPendingConfirmations int
+	// LockLease is the lease of a project lock, extended while work runs.
+	LockLease time.Duration
+	// VerifyTimeout bounds waiting for services to become healthy.
+	VerifyTimeout time.Duration
+	// Stabilize is how long a service without a healthcheck must keep
+	// running, with an unchanged restart count, to count as up.
+	Stabilize time.Duration
+	// KeepReleases is how many releases (file backups and image tags) are
+	// kept per project.
+	KeepReleases int
+	// PauseAt makes a mutation stop for PauseFor at the start of a step
+	// (plan, backup, sync, build, up, verify, rollback): a test hook that
+	// lets crash tests kill the worker inside a given step. Off when empty.
+	PauseAt  string
+	PauseFor time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -37,6 +58,24 @@ func (c *Config) setDefaults() {
 	if c.HistoryLimit == 0 {
 		c.HistoryLimit = 500
 	}
+	if c.ConfirmTTL == 0 {
+		c.ConfirmTTL = 5 * time.Minute
+	}
+	if c.MaxPendingConfirmations == 0 {
+		c.MaxPendingConfirmations = 10
+	}
+	if c.LockLease == 0 {
+		c.LockLease = 30 * time.Second
+	}
+	if c.VerifyTimeout == 0 {
+		c.VerifyTimeout = 90 * time.Second
+	}
+	if c.Stabilize == 0 {
+		c.Stabilize = 3 * time.Second
+	}
+	if c.KeepReleases == 0 {
+		c.KeepReleases = 5
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -46,7 +85,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("root %q must be an absolute, clean path", r)
 		}
 	}
-	if c.StatusTTL < 0 || c.MaxTail < 0 || c.MaxFollow < 0 || c.HistoryLimit < 0 {
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("state dir %q must be absolute", c.StateDir)
+	}
+	if c.StatusTTL < 0 || c.MaxTail < 0 || c.MaxFollow < 0 || c.HistoryLimit < 0 || c.ConfirmTTL < 0 ||
+		c.LockLease < 0 || c.VerifyTimeout < 0 || c.Stabilize < 0 || c.KeepReleases < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}
 	return nil
@@ -59,6 +102,11 @@ type Service struct {
 	Engine berth.Engine
 	Config Config
 	Now    func() time.Time
+	// Confirms, Locks and Composer serve the mutations (restart, deploy,
+	// rollback); without them those actions are not registered.
+	Confirms berth.Confirmations
+	Locks    berth.Locks
+	Composer berth.Composer
 }
 
 // NewService returns a Service with defaults applied.
@@ -78,6 +126,11 @@ func (s *Service) Register(m *Mux) {
 	m.Handle(events.ActionStatus, HandlerFunc(s.Status))
 	m.Handle(events.ActionLogs, HandlerFunc(s.Logs))
 	m.Handle(events.ActionHistory, HandlerFunc(s.History))
+	if s.Confirms != nil && s.Locks != nil && s.Composer != nil {
+		m.Handle(events.ActionRestart, HandlerFunc(s.Restart))
+		m.Handle(events.ActionDeploy, HandlerFunc(s.Deploy))
+		m.Handle(events.ActionRollback, HandlerFunc(s.Rollback))
+	}
 }
 
 // project loads a project's config, turning a missing one into an error

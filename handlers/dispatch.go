@@ -80,6 +80,10 @@ type Dispatcher struct {
 	Now        func() time.Time
 }
 
+// resumedSeqStep separates the event sequences of successive attempts at
+// one request.
+const resumedSeqStep = 1_000_000
+
 // requestNamespace derives stable request ids from stream sequences.
 var requestNamespace = uuid.MustParse("6f1d1bd4-6f8e-4b8e-9a59-6a0c4f6c2b10")
 
@@ -119,6 +123,7 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	}
 
 	// Idempotency: a command already done re-publishes its result.
+	resumed := false
 	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, State: berth.RequestRunning,
 		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
@@ -137,6 +142,10 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		if err := d.Store.TakeOverRequest(ctx, rec, d.recordTTL()); err != nil {
 			return r.finish(ctx, nil, err)
 		}
+		resumed = true
+		// Events of this attempt follow those of the stopped one, so seq
+		// keeps increasing and no event id repeats.
+		r.seq.Store((del.NumDelivered - 1) * resumedSeqStep)
 	case !created:
 		// Another message with this request id is being worked on: come
 		// back when it is done, and re-publish its result then.
@@ -148,7 +157,8 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	r.emit(ctx, events.KindAccepted, nil)
 	log.Info().Msg("command accepted")
 	req := &Request{ID: id, Project: project, Action: action, User: cmd.User, Args: cmd.Args,
-		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered)}
+		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered), Resumed: resumed}
+	r.req = req
 	stop := d.heartbeat(del)
 	data, herr := safeHandle(ctx, h, req, r)
 	stop()
@@ -249,6 +259,8 @@ type run struct {
 	log      *zerolog.Logger
 	// ctx is the request's context, for Reporter calls.
 	ctx context.Context
+	// req is the request once decoded; handlers annotate it for history.
+	req *Request
 }
 
 func (r *run) emit(ctx context.Context, kind events.Kind, fill func(*events.Event)) ([]byte, error) {
@@ -297,6 +309,18 @@ func (r *run) Progress(step, message string, done, total int) {
 	})
 }
 
+// Confirm implements Reporter.
+func (r *run) Confirm(token string, expiresAt time.Time, plan any) error {
+	raw, err := json.Marshal(plan)
+	if err != nil {
+		return err
+	}
+	_, err = r.emit(r.ctx, events.KindConfirm, func(e *events.Event) {
+		e.Token, e.ExpiresAt, e.Plan = token, events.Timestamp(expiresAt), raw
+	})
+	return err
+}
+
 // Log implements Reporter: lines go out in events of at most MaxLogChunk.
 func (r *run) Log(lines []events.LogLine) error {
 	ctx := r.ctx
@@ -343,7 +367,8 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 		} else {
 			r.log.Info().Str("code", string(e.Code)).Str("error", e.Message).Msg("command refused")
 		}
-	} else if data != nil {
+	}
+	if data != nil {
 		b, err := json.Marshal(data)
 		if err != nil {
 			ok, e = false, events.AsError(fmt.Errorf("encode result: %w", err))
@@ -366,9 +391,13 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 		if err := r.d.Store.FinishRequest(ctx, r.ev.RequestID, body, r.d.recordTTL()); err != nil {
 			r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")
 		}
-		if r.executed && !events.IsFast(r.ev.Action) {
+		// A plan awaiting confirmation is not an operation yet.
+		if r.executed && !events.IsFast(r.ev.Action) && (e == nil || e.Code != events.CodeConfirmationRequired) {
 			h := &berth.HistoryEntry{RequestID: r.ev.RequestID, Action: r.ev.Action, User: r.ev.User, OK: ok,
 				StartedAt: r.start.UTC(), DurationMS: dur}
+			if r.req != nil {
+				h.Confirmer, h.Details = r.req.Confirmer, r.req.Details
+			}
 			if e != nil {
 				h.ErrorCode = e.Code
 			}

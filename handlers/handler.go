@@ -25,6 +25,22 @@ type Request struct {
 	Received time.Time
 	// Delivery counts deliveries of the command, from 1.
 	Delivery int
+	// Resumed is set when this delivery takes over the request from a
+	// worker that stopped while running it.
+	Resumed bool
+
+	// Confirmer and Details are filled in by a handler for the history
+	// record: who confirmed, and what the operation did.
+	Confirmer string
+	Details   map[string]any
+}
+
+// Note adds a detail to the request's history record.
+func (r *Request) Note(key string, v any) {
+	if r.Details == nil {
+		r.Details = map[string]any{}
+	}
+	r.Details[key] = v
 }
 
 // Reporter carries a handler's progress and log output to the requester
@@ -34,10 +50,14 @@ type Reporter interface {
 	Progress(step, message string, done, total int)
 	// Log sends container log lines, chunked into log events.
 	Log(lines []events.LogLine) error
+	// Confirm publishes the confirm event of a plan awaiting confirmation.
+	Confirm(token string, expiresAt time.Time, plan any) error
 }
 
 // Handler executes one action. It returns the result data, or an error;
-// errors should be *events.Error so the requester learns what to do.
+// errors should be *events.Error so the requester learns what to do. Data
+// returned with an error goes into the result as well (the plan of a
+// confirmation_required result, the details of a rolled-back deploy).
 type Handler interface {
 	Handle(ctx context.Context, req *Request, rep Reporter) (any, error)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/filesync"
 )
 
 // StatusArgs are the arguments of status.
@@ -30,6 +31,17 @@ type StatusReport struct {
 	CachedAt       *time.Time      `json:"cached_at,omitempty"`
 	// CacheError says why the cache could not be used, when it could not.
 	CacheError string `json:"cache_error,omitempty"`
+	// Behind says how far production is behind the workspace (strategy
+	// copy): the files a deploy would add, modify or delete.
+	Behind *Behind `json:"behind,omitempty"`
+}
+
+// Behind counts the files in which production differs from the workspace.
+type Behind struct {
+	Files    int `json:"files"`
+	Added    int `json:"added"`
+	Modified int `json:"modified"`
+	Deleted  int `json:"deleted"`
 }
 
 // ServiceStatus is the state of one container of a service, or of a
@@ -94,6 +106,7 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	}
 	rep := BuildStatus(p, containers, s.Now())
 	rep.CacheError = cacheErr
+	rep.Behind = s.behind(ctx, p)
 	if cacheErr == "" {
 		if raw, err := json.Marshal(rep); err == nil {
 			if err := s.Store.PutStatus(ctx, p.Name, &berth.CachedStatus{TakenAt: rep.TakenAt, Report: raw}, s.Config.StatusTTL); err != nil {
@@ -188,4 +201,27 @@ func FormatPort(p berth.Port) string {
 		host = "0.0.0.0"
 	}
 	return fmt.Sprintf("%s:%d->%d/%s", host, p.HostPort, p.ContainerPort, p.Proto)
+}
+
+// behind diffs the workspace against production with the deploy's engine.
+func (s *Service) behind(ctx context.Context, p *berth.Project) *Behind {
+	if (p.Strategy != "" && p.Strategy != "copy") || s.Config.StateDir == "" || p.Workspace == p.Production {
+		return nil
+	}
+	rules, err := filesync.LoadRules(p.Workspace)
+	if err != nil {
+		return nil
+	}
+	man, err := s.state(p.Name).manifest()
+	if err != nil {
+		return nil
+	}
+	fp, err := filesync.Diff(ctx, p.Workspace, p.Production, man, rules)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot compare the workspace with production")
+		return nil
+	}
+	b := &Behind{Added: len(fp.Added), Modified: len(fp.Modified), Deleted: len(fp.Deleted)}
+	b.Files = b.Added + b.Modified + b.Deleted
+	return b
 }

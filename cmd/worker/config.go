@@ -37,6 +37,15 @@ type Config struct {
 	AckWait   time.Duration
 	LogLevel  string
 	LogFormat string
+
+	ConfirmTTL    time.Duration
+	VerifyTimeout time.Duration
+	Stabilize     time.Duration
+	KeepReleases  int
+	// TestPauseAt and TestPauseFor pause mutations at a step: a hook for
+	// the crash tests, hidden from the usage text.
+	TestPauseAt  string
+	TestPauseFor time.Duration
 }
 
 // ParseConfig reads args and the environment.
@@ -71,6 +80,12 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.DurationVar(&c.AckWait, "ack-wait", envDuration(getenv, "BERTH_ACK_WAIT", 30*time.Second), "JetStream AckWait of the command consumers")
 	fs.StringVar(&c.LogLevel, "log-level", env("BERTH_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", env("BERTH_LOG_FORMAT", "json"), "json, or console for people")
+	fs.DurationVar(&c.ConfirmTTL, "confirm-ttl", envDuration(getenv, "BERTH_CONFIRM_TTL", 5*time.Minute), "how long a confirmation token is valid")
+	fs.DurationVar(&c.VerifyTimeout, "verify-timeout", envDuration(getenv, "BERTH_VERIFY_TIMEOUT", 90*time.Second), "how long services may take to become healthy after a mutation")
+	fs.DurationVar(&c.Stabilize, "stabilize", envDuration(getenv, "BERTH_STABILIZE", 3*time.Second), "how long a service without healthcheck must run unchanged to count as up")
+	fs.IntVar(&c.KeepReleases, "keep-releases", envInt(getenv, "BERTH_KEEP_RELEASES", 5), "releases (file backups and image tags) kept per project")
+	fs.StringVar(&c.TestPauseAt, "test-pause-at", getenv("BERTH_TEST_PAUSE_AT"), "")
+	fs.DurationVar(&c.TestPauseFor, "test-pause-for", envDuration(getenv, "BERTH_TEST_PAUSE_FOR", 0), "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -138,6 +153,12 @@ func (c *Config) Validate() error {
 	}
 	if c.FastSlots < 1 || c.SlowSlots < 1 {
 		errs = append(errs, errors.New("--fast-slots and --slow-slots must be at least 1"))
+	}
+	if c.KeepReleases < 1 {
+		errs = append(errs, errors.New("--keep-releases must be at least 1"))
+	}
+	if c.ConfirmTTL < time.Second || c.VerifyTimeout < time.Second {
+		errs = append(errs, errors.New("--confirm-ttl and --verify-timeout must be at least 1s"))
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, errors.New("--ack-wait must be at least 1s"))

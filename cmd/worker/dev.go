@@ -52,6 +52,9 @@ func startDev(cfg *Config, log zerolog.Logger) (*devServers, error) {
 	d.nats, d.natsURL = ns, ns.ClientURL()
 
 	mr := miniredis.NewMiniRedis()
+	// Without this, miniredis expires keys only when told to: locks of a
+	// stopped worker and confirmation tokens would never expire.
+	mr.ClockTTL(true)
 	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 		d.close()
 		return nil, fmt.Errorf("embedded redis: %w", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ func newHarness(t *testing.T, roots ...string) *harness {
 		NATSURL: ns.ClientURL(), RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots,
 		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
 		LogLevel: "debug", LogFormat: "json",
+		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -230,4 +232,29 @@ func errCode(res events.Event) string {
 		return ""
 	}
 	return fmt.Sprint(res.Error.Code)
+}
+
+// publish sends a command without waiting for anything.
+func (h *harness) publish(project, action string, cmd events.Command) {
+	h.t.Helper()
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: h.subjects.Command(project, action), Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
+		h.t.Fatalf("publish: %v", err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -82,9 +82,18 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 		return nil, err
 	}
 
-	svc, err := handlers.NewService(w.store, w.engine, handlers.Config{Roots: cfg.Roots, StatusTTL: cfg.StatusTTL})
+	svc, err := handlers.NewService(w.store, w.engine, handlers.Config{
+		Roots: cfg.Roots, StatusTTL: cfg.StatusTTL, StateDir: cfg.StateDir, ConfirmTTL: cfg.ConfirmTTL,
+		VerifyTimeout: cfg.VerifyTimeout, Stabilize: cfg.Stabilize, KeepReleases: cfg.KeepReleases,
+		LockLease: cfg.AckWait, PauseAt: cfg.TestPauseAt, PauseFor: cfg.TestPauseFor,
+	})
 	if err != nil {
 		return nil, err
+	}
+	svc.Confirms, svc.Locks, svc.Composer = w.store, w.store, w.engine
+	// Finish what a stopped worker left half done before taking commands.
+	if err := svc.Recover(log.WithContext(ctx), nil); err != nil {
+		log.Error().Err(err).Msg("recovery of interrupted operations failed; their projects may need attention")
 	}
 	mux := handlers.NewMux()
 	svc.Register(mux)
