@@ -78,6 +78,7 @@ func (s *Service) recoverOne(ctx context.Context, ps projectState, j *Journal, r
 	if h, err := s.Locks.LockHolder(ctx, j.Project.Name); err == nil && h.RequestID == j.RequestID {
 		defer func() { _ = s.Locks.ReleaseLock(context.WithoutCancel(ctx), j.Project.Name, h.Owner) }()
 	}
+	phase := j.Phase // undo records its own phase
 	if err := s.undo(ctx, ps, j, rels, rep); err != nil {
 		return err
 	}
@@ -86,7 +87,7 @@ func (s *Service) recoverOne(ctx context.Context, ps projectState, j *Journal, r
 		r.Recovered, r.FinishedAt = true, &now
 		if j.Op == "deploy" {
 			r.Status = ReleaseRolledBack
-			r.Error = fmt.Sprintf("the worker stopped during the deploy (step %s)", j.Phase)
+			r.Error = fmt.Sprintf("the worker stopped during the deploy (step %s)", phase)
 		} else {
 			r.Status, r.RevertedBy = ReleaseReverted, j.RequestID
 		}
