@@ -146,7 +146,8 @@ func TestConfigStatusLogsEndToEnd(t *testing.T) {
 	}
 
 	// config.delete keeps history; the history shows the config changes.
-	res, _ = h.send("po", events.ActionConfigDelete, events.Command{User: "test:admin"})
+	plan(t, h, "po", events.ActionConfigDelete, "test:admin", nil)
+	res, _ = confirm(t, h, "po", events.ActionConfigDelete, "test:admin", "yes")
 	mustOK(t, res)
 	res, _ = h.send("po", events.ActionConfigGet, events.Command{})
 	if errCode(res) != "not_found" {

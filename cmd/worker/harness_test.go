@@ -195,7 +195,7 @@ func (h *harness) storedResults(project, id string) uint64 {
 func mustOK(t *testing.T, res events.Event) {
 	t.Helper()
 	if res.OK == nil || !*res.OK {
-		t.Fatalf("result not ok: %+v (error %+v)", res, res.Error)
+		t.Fatalf("result of %s not ok: %v; data %s", res.Action, res.Error, res.Data)
 	}
 }
 
