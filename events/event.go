@@ -24,6 +24,7 @@ const (
 	StepBackup   = "backup"
 	StepSync     = "sync"
 	StepBuild    = "build"
+	StepPull     = "pull"
 	StepUp       = "up"
 	StepVerify   = "verify"
 	StepRollback = "rollback"

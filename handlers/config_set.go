@@ -54,6 +54,16 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	if err != nil {
 		return nil, err
 	}
+	rw, _ := filepath.EvalSymlinks(ws)
+	rp, _ := filepath.EvalSymlinks(prod)
+	switch {
+	case a.Strategy == "symlink" && rw != rp:
+		return nil, events.Errorf(events.CodeBadRequest, "strategy symlink needs production to link to the workspace, but %s resolves to %s", prod, rp).
+			WithHint(fmt.Sprintf("make production a symlink to the workspace (ln -s %s %s), or use strategy copy", ws, prod))
+	case a.Strategy == "copy" && rw == rp:
+		return nil, events.Errorf(events.CodeBadRequest, "workspace and production are the same directory").
+			WithHint("use distinct directories with strategy copy, or strategy symlink")
+	}
 	if a.ComposeProject == "" {
 		a.ComposeProject = req.Project
 	}

@@ -2,10 +2,13 @@ package handlers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -62,8 +65,8 @@ func (s *Service) Deploy(ctx context.Context, req *Request, rep Reporter) (any, 
 	return s.twoPhase(ctx, req, rep, mutation{
 		plan: s.planDeploy,
 		skip: func(pl *plan) (any, bool) {
-			dp := pl.Data.(*DeployPlan)
-			if dp.Files.Added+dp.Files.Modified+dp.Files.Deleted > 0 {
+			dp := deployPlanOf(pl)
+			if dp.Strategy != "copy" || dp.Files.Added+dp.Files.Modified+dp.Files.Deleted > 0 {
 				return nil, false
 			}
 			return &DeployResult{Changed: false, Files: dp.Files, Message: "production is up to date with the workspace: nothing to deploy"}, true
@@ -81,10 +84,20 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 	}
 	ws := p.Workspace
 	if a.Workspace != "" {
+		if p.Strategy == "symlink" || p.Strategy == "registry" {
+			return nil, events.Errorf(events.CodeBadRequest, "workspace cannot be chosen per deploy with strategy %s", p.Strategy).
+				WithHint("only strategy copy deploys from another directory")
+		}
 		var err error
 		if ws, err = s.confinedDir("workspace", a.Workspace); err != nil {
 			return nil, err
 		}
+	}
+	switch p.Strategy {
+	case "symlink":
+		return s.planSymlink(ctx, p)
+	case "registry":
+		return s.planRegistry(ctx, p)
 	}
 	if ws == p.Production {
 		return nil, events.Errorf(events.CodeBadRequest, "workspace and production are the same directory").
@@ -116,7 +129,7 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 
 // runDeploy executes a confirmed deploy plan under the project lock.
 func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project, pl *plan, rep Reporter) (any, error) {
-	dp, fp := pl.Data.(*DeployPlan), pl.state.(*filesync.Plan)
+	dp, fp := deployPlanOf(pl), pl.state.(*filesync.Plan)
 	ps := s.state(p.Name)
 	now := s.Now().UTC()
 	rel := &Release{ID: newReleaseID(now, req.ID), RequestID: req.ID, User: fmt.Sprint(req.Details["requested_by"]), Confirmer: req.Confirmer,
@@ -156,6 +169,14 @@ func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project,
 					rep.Progress(events.StepSync, "copying files", done, total)
 				}
 			})
+		}},
+		{events.StepPull, func() error {
+			if dp.Strategy != "registry" {
+				return nil
+			}
+			rep.Progress(events.StepPull, "docker compose pull", -1, -1)
+			s.pause(ctx, events.StepPull)
+			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, throttled(rep, events.StepPull), "pull")
 		}},
 		{events.StepBuild, func() error {
 			if !dp.NeedsBuild {
@@ -201,7 +222,7 @@ func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project,
 
 	// Success: the manifest records what Berth now owns in production.
 	man, err := ps.manifest()
-	if err == nil {
+	if err == nil && dp.Strategy == "copy" {
 		if err = writeJSON(filepath.Join(ps.releaseDir(rel.ID), "manifest.before.json"), man); err == nil {
 			man.Apply(fp)
 			err = man.Save(ps.manifestPath())
@@ -396,3 +417,69 @@ type stepTimer struct {
 
 func (t *stepTimer) start(name string) { t.name, t.begin = name, t.s.Now() }
 func (t *stepTimer) stop()             { t.rel.Steps[t.name] = t.s.Now().Sub(t.begin).Milliseconds() }
+
+// planSymlink plans a deploy of a project whose production directory links
+// to the workspace: nothing to copy; rebuild, recreate, verify. The digest
+// is the workspace tree's, so a change after the plan is noticed.
+func (s *Service) planSymlink(ctx context.Context, p *berth.Project) (*plan, error) {
+	digest, err := filesync.TreeHash(p.Workspace)
+	if err != nil {
+		return nil, events.Errorf(events.CodeBadRequest, "cannot read the workspace %s: %v", p.Workspace, err).
+			WithHint("check the workspace's permissions")
+	}
+	dp := &DeployPlan{Strategy: "symlink", Workspace: p.Workspace, Production: p.Production, NeedsBuild: true,
+		Steps: []string{events.StepLock, events.StepBackup, events.StepBuild, events.StepUp, events.StepVerify}}
+	return &plan{Data: dp, Digest: "symlink:" + digest, state: &filesync.Plan{}}, nil
+}
+
+// RegistryPlan lists the images a registry deploy pulls.
+type RegistryPlan struct {
+	DeployPlan
+	Images map[string]string `json:"images"`
+}
+
+// planRegistry plans a deploy of services that use image references:
+// pull, recreate, verify. The digest covers the compose files' contents
+// and the image references.
+func (s *Service) planRegistry(ctx context.Context, p *berth.Project) (*plan, error) {
+	spec := composeSpec(p)
+	images, err := s.Composer.ComposeImages(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	root, err := os.OpenRoot(p.Production)
+	if err != nil {
+		return nil, events.Errorf(events.CodeBadRequest, "cannot open production %s: %v", p.Production, err).WithHint("check its permissions")
+	}
+	defer root.Close()
+	for _, f := range p.ComposeFiles {
+		b, err := root.ReadFile(f)
+		if err != nil {
+			return nil, events.Errorf(events.CodeBadRequest, "cannot read compose file %s: %v", f, err).WithHint("check the compose files")
+		}
+		fmt.Fprintf(h, "%s\x00%x\n", f, sha256.Sum256(b))
+	}
+	svcs := make([]string, 0, len(images))
+	for svc := range images {
+		svcs = append(svcs, svc)
+	}
+	slices.Sort(svcs)
+	for _, svc := range svcs {
+		fmt.Fprintf(h, "%s=%s\n", svc, images[svc])
+	}
+	rp := &RegistryPlan{DeployPlan: DeployPlan{Strategy: "registry", Workspace: p.Workspace, Production: p.Production,
+		Steps: []string{events.StepLock, events.StepBackup, events.StepPull, events.StepUp, events.StepVerify}}, Images: images}
+	return &plan{Data: rp, Digest: "registry:" + hex.EncodeToString(h.Sum(nil)), state: &filesync.Plan{}}, nil
+}
+
+// deployPlanOf returns the common part of every strategy's plan.
+func deployPlanOf(pl *plan) *DeployPlan {
+	switch d := pl.Data.(type) {
+	case *RegistryPlan:
+		return &d.DeployPlan
+	case *DeployPlan:
+		return d
+	}
+	panic(fmt.Sprintf("handlers: not a deploy plan: %T", pl.Data))
+}

@@ -24,7 +24,7 @@ func configure(t *testing.T, h *harness, p string) *testenv.Sample {
 	t.Helper()
 	sample := testenv.SampleApp(t)
 	res, _ := h.send(p, events.ActionConfigSet, events.Command{User: "test:admin", Args: args(t, map[string]any{
-		"workspace": sample.Dir, "production": sample.Dir, "compose_project": sample.Project,
+		"workspace": sample.Dir, "production": sample.Dir, "compose_project": sample.Project, "strategy": "symlink",
 	})})
 	mustOK(t, res)
 	cfg := decodeData[berth.Project](t, res)

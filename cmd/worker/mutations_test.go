@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -513,4 +514,85 @@ func copyTree(t *testing.T, from, to string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestSymlinkStrategy(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	sample := testenv.SampleApp(t)
+	link := filepath.Join(t.TempDir(), "production")
+	if err := os.Symlink(sample.Dir, link); err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{"workspace": sample.Dir, "production": link, "compose_project": sample.Project, "strategy": "copy"}
+	if res, _ := h.send("po", events.ActionConfigSet, events.Command{User: "test:admin", Args: args(t, cfg)}); errCode(res) != "bad_request" {
+		t.Fatalf("copy onto the workspace itself: %+v", res.Error)
+	}
+	cfg["strategy"] = "symlink"
+	res, _ := h.send("po", events.ActionConfigSet, events.Command{User: "test:admin", Args: args(t, cfg)})
+	mustOK(t, res)
+
+	if err := os.WriteFile(filepath.Join(sample.Dir, "version.txt"), []byte("2.0.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cd, _ := plan(t, h, "po", events.ActionDeploy, "test:alice", nil)
+	raw, _ := json.Marshal(cd.Plan)
+	var dp handlers.DeployPlan
+	_ = json.Unmarshal(raw, &dp)
+	if dp.Strategy != "symlink" || !dp.NeedsBuild || contains(dp.Steps, "sync") {
+		t.Fatalf("symlink plan %+v", dp)
+	}
+	res, _ = confirm(t, h, "po", events.ActionDeploy, "test:alice", "yes")
+	mustOK(t, res)
+	if v := served(t, h, "po"); v != "2.0.0" {
+		t.Fatalf("serving %q after a symlink deploy", v)
+	}
+	// Rollback restores the image (the files are the workspace's own).
+	plan(t, h, "po", events.ActionRollback, "test:alice", nil)
+	res, _ = confirm(t, h, "po", events.ActionRollback, "test:alice", "yes")
+	mustOK(t, res)
+	if v := served(t, h, "po"); v != "1.0.0" {
+		t.Fatalf("serving %q after rolling back a symlink deploy, want the old image's 1.0.0", v)
+	}
+}
+
+func TestRegistryStrategyPullFailureRollsBack(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	sample := testenv.SampleApp(t)
+	// The services run an image known by a registry reference; the registry
+	// (a closed loopback port: nothing can be pulled here) is unreachable.
+	ref := "127.0.0.1:1/berth-test/" + sample.Project + ":1"
+	tagOut, err := execOut("docker", "tag", sample.Project+"-app:latest", ref)
+	if err != nil {
+		t.Fatalf("tag: %v %s", err, tagOut)
+	}
+	t.Cleanup(func() { _, _ = execOut("docker", "rmi", ref) })
+	compose := readFile(t, filepath.Join(sample.Dir, "compose.yml"))
+	compose = strings.ReplaceAll(compose, "image: ${COMPOSE_PROJECT_NAME:-sampleapp}-app:latest", "image: "+ref)
+	compose = strings.Replace(compose, "    build: .\n", "", 1)
+	if err := os.WriteFile(filepath.Join(sample.Dir, "compose.yml"), []byte(compose), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sample.Compose(t, "up", "-d", "--wait")
+	res, _ := h.send("po", events.ActionConfigSet, events.Command{User: "test:admin", Args: args(t, map[string]any{
+		"workspace": sample.Dir, "production": sample.Dir, "compose_project": sample.Project, "strategy": "registry"})})
+	mustOK(t, res)
+	cd, _ := plan(t, h, "po", events.ActionDeploy, "test:alice", nil)
+	raw, _ := json.Marshal(cd.Plan)
+	var rp handlers.RegistryPlan
+	_ = json.Unmarshal(raw, &rp)
+	if rp.Strategy != "registry" || rp.Images["web"] != ref || !contains(rp.Steps, "pull") {
+		t.Fatalf("registry plan %+v", rp)
+	}
+	res, _ = confirm(t, h, "po", events.ActionDeploy, "test:alice", "yes")
+	if errCode(res) != "build_failed" || res.Error.Data["rolled_back"] != true {
+		t.Fatalf("pull from an unreachable registry: %+v", res.Error)
+	}
+	if v := served(t, h, "po"); v != "1.0.0" {
+		t.Fatalf("serving %q after a failed pull", v)
+	}
+}
+
+func execOut(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
 }
