@@ -34,6 +34,11 @@ type Project struct {
 	Strategy string `json:"strategy"`
 	// RequireSecondApprover makes a different user confirm mutations.
 	RequireSecondApprover bool `json:"require_second_approver"`
+	// Roles maps users to their role in this project: viewer, operator
+	// or admin. Global admins come from the worker's configuration.
+	Roles map[string]string `json:"roles,omitempty"`
+	// AnonymousViewers lets any user read the project (viewer actions).
+	AnonymousViewers bool `json:"anonymous_viewers,omitempty"`
 	// CreatedAt and UpdatedAt are set by config.set.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

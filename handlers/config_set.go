@@ -25,6 +25,10 @@ type ConfigSetArgs struct {
 	Strategy string `json:"strategy,omitempty"`
 	// RequireSecondApprover makes another user confirm mutations.
 	RequireSecondApprover bool `json:"require_second_approver,omitempty"`
+	// Roles maps users to viewer, operator or admin.
+	Roles map[string]string `json:"roles,omitempty"`
+	// AnonymousViewers lets any user read the project.
+	AnonymousViewers bool `json:"anonymous_viewers,omitempty"`
 }
 
 // defaultComposeFiles are looked for, in order, when compose_files is empty.
@@ -36,6 +40,9 @@ var defaultComposeFiles = []string{"compose.yaml", "compose.yml", "docker-compos
 func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any, error) {
 	var a ConfigSetArgs
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
+		return nil, err
+	}
+	if err := validateRoles(a.Roles); err != nil {
 		return nil, err
 	}
 	switch a.Strategy {
@@ -105,6 +112,7 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 		Name: req.Project, Workspace: ws, Production: prod,
 		ComposeProject: a.ComposeProject, ComposeFiles: files,
 		Services: services, PrimaryService: primary, Strategy: a.Strategy, RequireSecondApprover: a.RequireSecondApprover,
+		Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
 		CreatedAt: now, UpdatedAt: now, UpdatedBy: req.User,
 	}
 	if old, err := s.Store.GetProject(ctx, req.Project); err == nil {

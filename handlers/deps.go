@@ -12,6 +12,9 @@ import (
 
 // Config holds the settings the handlers apply.
 type Config struct {
+	// Admins are the global admins: users who may do anything on every
+	// project. "*" makes everyone an admin (development only).
+	Admins []string
 	// Roots are the directories inside which workspace and production
 	// directories must lie.
 	Roots []string

@@ -77,7 +77,10 @@ type Dispatcher struct {
 	Heartbeat time.Duration
 	// RetryDelay is the delay of a Retry (default 2 s).
 	RetryDelay time.Duration
-	Now        func() time.Time
+	// Authorize, when set, checks a decoded request before its handler
+	// runs; its error is the result.
+	Authorize func(ctx context.Context, req *Request) error
+	Now       func() time.Time
 }
 
 // resumedSeqStep separates the event sequences of successive attempts at
@@ -153,12 +156,17 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		return d.retry(del, "duplicate of running request "+id)
 	}
 
-	r.executed = true
-	r.emit(ctx, events.KindAccepted, nil)
-	log.Info().Msg("command accepted")
 	req := &Request{ID: id, Project: project, Action: action, User: cmd.User, Args: cmd.Args,
 		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered), Resumed: resumed}
 	r.req = req
+	if d.Authorize != nil {
+		if err := d.Authorize(ctx, req); err != nil {
+			return r.finish(ctx, nil, err)
+		}
+	}
+	r.executed = true
+	r.emit(ctx, events.KindAccepted, nil)
+	log.Info().Msg("command accepted")
 	stop := d.heartbeat(del)
 	data, herr := safeHandle(ctx, h, req, r)
 	stop()

@@ -30,6 +30,7 @@ type Config struct {
 	Prefix    string
 	StateDir  string
 	Roots     []string
+	Admins    []string
 	StatusTTL time.Duration
 	FastSlots int
 	SlowSlots int
@@ -58,7 +59,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 		}
 		return def
 	}
-	var roots string
+	var roots, admins string
 	fs.BoolVar(&c.Dev, "dev", env("BERTH_DEV", "") == "1" || env("BERTH_DEV", "") == "true", "embedded development mode: in-process NATS and Redis-compatible store (also the default when no --nats-url and --redis-url are given)")
 	fs.StringVar(&c.DevNATS, "dev-nats-listen", env("BERTH_DEV_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded nats-server in dev mode")
 	fs.StringVar(&c.NATSURL, "nats-url", env("BERTH_NATS_URL", ""), "NATS server URL(s), comma-separated")
@@ -73,6 +74,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.Prefix, "prefix", env("BERTH_PREFIX", events.DefaultPrefix), "subject prefix and Redis key prefix")
 	fs.StringVar(&c.StateDir, "state-dir", env("BERTH_STATE_DIR", ""), "directory for Berth's state (embedded NATS data in dev mode; releases and journals)")
 	fs.StringVar(&roots, "roots", env("BERTH_ROOTS", ""), "comma-separated directories that workspace and production paths must lie in")
+	fs.StringVar(&admins, "admins", env("BERTH_ADMINS", ""), `comma-separated global admins (users who may do anything); "*" makes everyone an admin (the dev-mode default)`)
 	fs.DurationVar(&c.StatusTTL, "status-ttl", envDuration(getenv, "BERTH_STATUS_TTL", 10*time.Second), "how long a status is served from the cache")
 	fs.IntVar(&c.FastSlots, "fast-slots", envInt(getenv, "BERTH_FAST_SLOTS", 32), "read-only commands worked on at once")
 	fs.IntVar(&c.SlowSlots, "slow-slots", envInt(getenv, "BERTH_SLOW_SLOTS", 4), "mutations worked on at once")
@@ -97,6 +99,11 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 			c.Roots = append(c.Roots, r)
 		}
 	}
+	for _, a := range strings.Split(admins, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.Admins = append(c.Admins, a)
+		}
+	}
 	if c.NATSURL == "" && c.RedisURL == "" {
 		c.Dev = true
 	}
@@ -114,6 +121,9 @@ func (c *Config) setDefaults(getenv func(string) string) {
 	}
 	if abs, err := filepath.Abs(c.StateDir); err == nil {
 		c.StateDir = abs
+	}
+	if c.Dev && len(c.Admins) == 0 {
+		c.Admins = []string{"*"}
 	}
 	if c.Dev && len(c.Roots) == 0 {
 		// Development default: projects under the home directory or the

@@ -42,7 +42,7 @@ func newHarness(t *testing.T, roots ...string) *harness {
 		roots = []string{filepath.Clean(t.TempDir())}
 	}
 	cfg := &Config{
-		NATSURL: ns.ClientURL(), RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots,
+		NATSURL: ns.ClientURL(), RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots, Admins: []string{"*"},
 		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
 		LogLevel: "debug", LogFormat: "json",
 		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,

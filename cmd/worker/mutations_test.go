@@ -596,3 +596,61 @@ func execOut(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+func TestRoles(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	h.stop()
+	h.cfg.Admins = []string{"test:root"}
+	h.start()
+	sample := testenv.SampleApp(t)
+	ws := filepath.Join(t.TempDir(), "ws")
+	copyTree(t, sample.Dir, ws)
+	cfg := map[string]any{"workspace": ws, "production": sample.Dir, "compose_project": sample.Project,
+		"roles": map[string]string{"test:vera": "viewer", "test:otto": "operator", "test:ada": "admin"}}
+	// Only a global admin configures a new project.
+	if res, _ := h.send("po", events.ActionConfigSet, events.Command{User: "test:ada", Args: args(t, cfg)}); errCode(res) != "forbidden" {
+		t.Fatalf("config.set of a new project by a non-admin: %+v", res.Error)
+	}
+	res, _ := h.send("po", events.ActionConfigSet, events.Command{User: "test:root", Args: args(t, cfg)})
+	mustOK(t, res)
+
+	for _, c := range []struct {
+		user, action string
+		args         any
+		want         string // "" = not forbidden
+	}{
+		{"test:nobody", events.ActionStatus, nil, "forbidden"},
+		{"test:nobody", events.ActionLogs, nil, "forbidden"},
+		{"test:vera", events.ActionStatus, nil, ""},
+		{"test:vera", events.ActionHistory, nil, ""},
+		{"test:vera", events.ActionRestart, nil, "forbidden"},
+		{"test:vera", events.ActionDeploy, nil, "forbidden"},
+		{"test:otto", events.ActionRestart, nil, "confirmation_required"},
+		{"test:otto", events.ActionConfigSet, cfg, "forbidden"},
+		{"test:otto", events.ActionConfigDelete, nil, "forbidden"},
+		{"test:ada", events.ActionConfigSet, cfg, ""},
+		{"test:root", events.ActionStatus, nil, ""},
+	} {
+		cmd := events.Command{User: c.user}
+		if c.args != nil {
+			cmd.Args = args(t, c.args)
+		}
+		res, evs := h.send("po", c.action, cmd)
+		if errCode(res) != c.want {
+			t.Errorf("%s %s: got %q (%v), want %q", c.user, c.action, errCode(res), res.Error, c.want)
+		}
+		if c.want == "forbidden" && (len(evs) != 1 || res.Error.Hint == "") {
+			t.Errorf("%s %s: forbidden after work began (%d events) or without a hint", c.user, c.action, len(evs))
+		}
+	}
+	// Anonymous viewers: reads open to all, nothing more.
+	cfg["anonymous_viewers"] = true
+	res, _ = h.send("po", events.ActionConfigSet, events.Command{User: "test:ada", Args: args(t, cfg)})
+	mustOK(t, res)
+	if res, _ := h.send("po", events.ActionStatus, events.Command{User: "test:nobody"}); res.OK == nil || !*res.OK {
+		t.Fatalf("anonymous viewer status: %+v", res.Error)
+	}
+	if res, _ := h.send("po", events.ActionRestart, events.Command{User: "test:nobody"}); errCode(res) != "forbidden" {
+		t.Fatalf("anonymous viewer restart: %+v", res.Error)
+	}
+}

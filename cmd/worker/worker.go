@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,7 +84,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	}
 
 	svc, err := handlers.NewService(w.store, w.engine, handlers.Config{
-		Roots: cfg.Roots, StatusTTL: cfg.StatusTTL, StateDir: cfg.StateDir, ConfirmTTL: cfg.ConfirmTTL,
+		Admins: cfg.Admins, Roots: cfg.Roots, StatusTTL: cfg.StatusTTL, StateDir: cfg.StateDir, ConfirmTTL: cfg.ConfirmTTL,
 		VerifyTimeout: cfg.VerifyTimeout, Stabilize: cfg.Stabilize, KeepReleases: cfg.KeepReleases,
 		LockLease: cfg.AckWait, PauseAt: cfg.TestPauseAt, PauseFor: cfg.TestPauseFor,
 	})
@@ -104,6 +105,12 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	disp := &handlers.Dispatcher{
 		Mux: mux, Store: w.store, Emitter: natsbus.NewEmitter(w.nc, js), Subjects: subjects,
 		Log: log, WorkerID: fmt.Sprintf("%s/%d", host, os.Getpid()), Heartbeat: cfg.AckWait / 3,
+		Authorize: svc.Authorize,
+	}
+	if len(cfg.Admins) == 0 {
+		log.Warn().Msg("no global admins (--admins): no project can be configured until one is named")
+	} else if slices.Contains(cfg.Admins, handlers.AnyoneIsAdmin) {
+		log.Warn().Msg("every user is a global admin (--admins '*'): for development only")
 	}
 	w.intake = natsbus.NewIntake(natsbus.IntakeConfig{Topology: topo, FastSlots: cfg.FastSlots, SlowSlots: cfg.SlowSlots, Grace: cfg.Grace}, w.nc, js, disp, log)
 
