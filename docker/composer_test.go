@@ -147,9 +147,16 @@ func TestComposer(t *testing.T) {
 
 	t.Run("ServiceLogsTail", func(t *testing.T) {
 		id := s.ContainerID(t, "web")
-		lines, err := e.ServiceLogsTail(ctx, id, 3)
-		if err != nil {
-			t.Fatal(err)
+		// The app logs two lines at start, then a tick a second.
+		var lines []string
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			var err error
+			if lines, err = e.ServiceLogsTail(ctx, id, 3); err != nil {
+				t.Fatal(err)
+			}
+			if len(lines) >= 3 || time.Now().After(deadline) {
+				break
+			}
 		}
 		if len(lines) != 3 {
 			t.Fatalf("lines %q", lines)
