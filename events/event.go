@@ -77,3 +77,21 @@ type LogLine struct {
 
 // Timestamp formats t as events carry it.
 func Timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// AuditRecord is the body of an audit record on <prefix>.audit.<project>.<action>:
+// one per command, refused ones included.
+type AuditRecord struct {
+	RequestID  string `json:"request_id"`
+	Project    string `json:"project"`
+	Action     string `json:"action"`
+	User       string `json:"user"`
+	Confirmer  string `json:"confirmer,omitempty"`
+	TS         string `json:"ts"`
+	OK         bool   `json:"ok"`
+	ErrorCode  Code   `json:"error_code,omitempty"`
+	PlanDigest string `json:"plan_digest,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	Delivery   uint64 `json:"delivery"`
+	// Signed says whether the command carried a valid signature.
+	Signed bool `json:"signed"`
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -269,6 +270,8 @@ type run struct {
 	ctx context.Context
 	// req is the request once decoded; handlers annotate it for history.
 	req *Request
+	// signed is set when the command carried a valid signature.
+	signed bool
 }
 
 func (r *run) emit(ctx context.Context, kind events.Kind, fill func(*events.Event)) ([]byte, error) {
@@ -417,8 +420,32 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 	if err := r.publish(ctx, events.KindResult, seq, body); err != nil {
 		return r.d.retry(r.del, "result not published: "+err.Error())
 	}
+	r.audit(ctx, ok, e, dur)
 	r.reply(ctx, body)
 	return Decision{Verdict: Ack}
+}
+
+// audit publishes the command's audit record. It is best effort: a lost
+// record is logged, and the history in Redis keeps the operation too.
+func (r *run) audit(ctx context.Context, ok bool, e *events.Error, dur int64) {
+	rec := events.AuditRecord{RequestID: r.ev.RequestID, Project: r.ev.Project, Action: r.ev.Action, User: r.ev.User,
+		TS: events.Timestamp(r.d.now()), OK: ok, DurationMS: dur, Delivery: r.del.NumDelivered, Signed: r.signed}
+	if e != nil {
+		rec.ErrorCode = e.Code
+	}
+	if r.req != nil {
+		rec.Confirmer = r.req.Confirmer
+		if d, _ := r.req.Details["plan_digest"].(string); d != "" {
+			rec.PlanDigest = d
+		}
+	}
+	body, err := json.Marshal(&rec)
+	if err == nil {
+		err = r.d.Emitter.Emit(ctx, r.d.Subjects.Audit(r.ev.Project, r.ev.Action), r.ev.RequestID+".audit."+strconv.FormatUint(r.del.NumDelivered, 10), body, false)
+	}
+	if err != nil {
+		r.log.Warn().Err(err).Msg("cannot publish the audit record")
+	}
 }
 
 func (r *run) republish(ctx context.Context, body []byte) Decision {

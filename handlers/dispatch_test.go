@@ -253,3 +253,31 @@ func TestDispatchRunningRequest(t *testing.T) {
 		t.Fatalf("redelivery of a running request: %+v, results %d", dec, len(f.em.results()))
 	}
 }
+
+func TestDispatchAuditsEveryCommandRefusedOnesToo(t *testing.T) {
+	f := newFixture(t)
+	f.deliver(t, "berth.cmd.po.history", `{"id":"a1","user":"t:1"}`)
+	f.deliver(t, "berth.cmd.po.status", `{"id":"a2","user":"t:2","bogus":1}`)
+	f.disp.Authorize = func(context.Context, *Request) error { return events.Errorf(events.CodeForbidden, "no") }
+	f.deliver(t, "berth.cmd.po.status", `{"id":"a3","user":"t:3"}`)
+	if len(f.em.audits) != 3 {
+		t.Fatalf("%d audit records, want 3", len(f.em.audits))
+	}
+	for i, want := range []struct {
+		id   string
+		ok   bool
+		code events.Code
+	}{{"a1", true, ""}, {"a2", false, events.CodeBadRequest}, {"a3", false, events.CodeForbidden}} {
+		a := f.em.audits[i]
+		undecodable := want.code == events.CodeBadRequest // its id and user are unknown
+		if (!undecodable && (a.RequestID != want.id || a.User == "")) || a.OK != want.ok || a.ErrorCode != want.code || a.TS == "" {
+			t.Fatalf("audit %d: %+v", i, a)
+		}
+	}
+	// A forbidden command never reached its handler: no accepted event.
+	for _, e := range f.em.events {
+		if e.ev.RequestID == "a3" && e.ev.Kind == events.KindAccepted {
+			t.Fatal("forbidden command was accepted")
+		}
+	}
+}

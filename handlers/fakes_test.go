@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -215,6 +216,7 @@ type fakeEmitter struct {
 	mu      sync.Mutex
 	events  []sentEvent
 	replies map[string][][]byte
+	audits  []events.AuditRecord
 	fail    error
 }
 
@@ -223,6 +225,14 @@ func (f *fakeEmitter) Emit(_ context.Context, subject, msgID string, body []byte
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
+	}
+	if strings.Contains(subject, ".audit.") {
+		var a events.AuditRecord
+		if err := json.Unmarshal(body, &a); err != nil {
+			panic(err)
+		}
+		f.audits = append(f.audits, a)
+		return nil
 	}
 	var ev events.Event
 	if err := json.Unmarshal(body, &ev); err != nil {

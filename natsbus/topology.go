@@ -16,6 +16,7 @@ type Topology struct {
 	// CommandStream and EventStream are the stream names.
 	CommandStream string
 	EventStream   string
+	AuditStream   string
 	// FastConsumer and SlowConsumer are the durable consumer names.
 	FastConsumer string
 	SlowConsumer string
@@ -23,9 +24,11 @@ type Topology struct {
 	// before redelivering a command; MaxDeliver caps deliveries.
 	AckWait    time.Duration
 	MaxDeliver int
-	// EventMaxAge and EventMaxBytes bound the event stream.
+	// EventMaxAge and EventMaxBytes bound the event stream; AuditMaxAge
+	// the audit stream.
 	EventMaxAge   time.Duration
 	EventMaxBytes int64
+	AuditMaxAge   time.Duration
 	// Replicas of both streams (1 on a single server).
 	Replicas int
 }
@@ -37,12 +40,14 @@ func DefaultTopology(subjects events.Subjects) Topology {
 		Subjects:      subjects,
 		CommandStream: "BERTH_CMD",
 		EventStream:   "BERTH_EVT",
+		AuditStream:   "BERTH_AUDIT",
 		FastConsumer:  "berth-fast",
 		SlowConsumer:  "berth-slow",
 		AckWait:       30 * time.Second,
 		MaxDeliver:    5,
 		EventMaxAge:   7 * 24 * time.Hour,
 		EventMaxBytes: 1 << 30,
+		AuditMaxAge:   90 * 24 * time.Hour,
 		Replicas:      1,
 	}
 }
@@ -88,6 +93,19 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("declare stream %s: %w", t.EventStream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        t.AuditStream,
+		Description: "Berth audit: one record per command",
+		Subjects:    []string{t.Subjects.Prefix + ".audit.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      t.AuditMaxAge,
+		Duplicates:  10 * time.Minute,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("declare stream %s: %w", t.AuditStream, err)
 	}
 	fast, err = t.consumer(ctx, js, t.FastConsumer, "read-only commands: "+fmt.Sprint(events.FastActions()), events.FastActions(), 256)
 	if err != nil {

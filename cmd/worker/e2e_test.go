@@ -131,7 +131,7 @@ func TestConfigStatusLogsEndToEnd(t *testing.T) {
 			ticks++
 		}
 	}
-	if !lr.InEvents || lr.FollowedS < 2.5 || ticks < 3 || lr.Count != len(followed) {
+	if !lr.InEvents || lr.FollowedS < 2.5 || ticks < 2 || lr.Count != len(followed) {
 		t.Fatalf("follow: result %+v, %d lines in events, %d ticks", lr, len(followed), ticks)
 	}
 
