@@ -176,7 +176,7 @@ func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project,
 			}
 			rep.Progress(events.StepPull, "docker compose pull", -1, -1)
 			s.pause(ctx, events.StepPull)
-			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, throttled(rep, events.StepPull), "pull")
+			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, s.output(p, rep, events.StepPull), "pull")
 		}},
 		{events.StepBuild, func() error {
 			if !dp.NeedsBuild {
@@ -184,12 +184,12 @@ func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project,
 			}
 			rep.Progress(events.StepBuild, "docker compose build", -1, -1)
 			s.pause(ctx, events.StepBuild)
-			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, throttled(rep, events.StepBuild), "build")
+			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, s.output(p, rep, events.StepBuild), "build")
 		}},
 		{events.StepUp, func() error {
 			rep.Progress(events.StepUp, "docker compose up", -1, -1)
 			s.pause(ctx, events.StepUp)
-			return s.Composer.Compose(ctx, spec, events.CodeHealthFailed, throttled(rep, events.StepUp), s.upArgs(false)...)
+			return s.Composer.Compose(ctx, spec, events.CodeHealthFailed, s.output(p, rep, events.StepUp), s.upArgs(false)...)
 		}},
 	}
 	for _, st := range steps {
@@ -307,10 +307,12 @@ func (s *Service) failDeploy(ctx context.Context, req *Request, ps projectState,
 			e.With("service", fail.Service)
 		}
 	}
+	e.Message = s.redact(&j.Project, e.Message)
 	rel.Error = e.Message
 	res := &DeployResult{Release: rel.ID, Changed: false, Files: rel.Files, RolledBack: true, Failure: fail, StepsMS: rel.Steps}
 	if out, ok := e.Data["output"].([]string); ok {
-		res.Output = out
+		res.Output = s.redactAll(&j.Project, append([]string(nil), out...))
+		delete(e.Data, "output") // in data.output, redacted
 	}
 	rep.Progress(events.StepRollback, "rolling back: "+e.Message, -1, -1)
 	if err := s.undo(rctx, ps, j, []*Release{rel}, rep); err != nil {
@@ -360,7 +362,7 @@ func (s *Service) undo(ctx context.Context, ps projectState, j *Journal, rels []
 		}
 	}
 	rep.Progress(events.StepRollback, "docker compose up with the previous images", -1, -1)
-	if err := s.Composer.Compose(ctx, composeSpec(p), events.CodeHealthFailed, throttled(rep, events.StepRollback), s.upArgs(true)...); err != nil {
+	if err := s.Composer.Compose(ctx, composeSpec(p), events.CodeHealthFailed, s.output(p, rep, events.StepRollback), s.upArgs(true)...); err != nil {
 		return err
 	}
 	_, fail, err := s.verify(ctx, p, nil, rep)

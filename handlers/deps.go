@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/redact"
 )
 
 // Config holds the settings the handlers apply.
@@ -110,6 +111,11 @@ type Service struct {
 	Confirms berth.Confirmations
 	Locks    berth.Locks
 	Composer berth.Composer
+	// Redactor masks secrets in log lines and command output; nil passes
+	// text through.
+	Redactor *redact.Filter
+
+	env envSecrets
 }
 
 // NewService returns a Service with defaults applied.

@@ -97,6 +97,7 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 	var lines []events.LogLine
 	err = s.Engine.Logs(ctx, c.ID, opts, func(l events.LogLine) error {
 		if grep == nil || grep.MatchString(l.Line) {
+			l.Line = s.redact(p, l.Line)
 			lines = append(lines, l)
 		}
 		return nil
@@ -119,14 +120,14 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 	if a.FollowS == 0 {
 		return res, nil
 	}
-	n, followed, err := s.follow(ctx, c.ID, opts, grep, time.Duration(a.FollowS)*time.Second, rep)
+	n, followed, err := s.follow(ctx, p, c.ID, opts, grep, time.Duration(a.FollowS)*time.Second, rep)
 	res.Count += n
 	res.FollowedS = followed.Seconds()
 	return res, err
 }
 
 // follow streams new lines for d, batching them into log events.
-func (s *Service) follow(ctx context.Context, id string, opts berth.LogOptions, grep *regexp.Regexp, d time.Duration, rep Reporter) (int, time.Duration, error) {
+func (s *Service) follow(ctx context.Context, p *berth.Project, id string, opts berth.LogOptions, grep *regexp.Regexp, d time.Duration, rep Reporter) (int, time.Duration, error) {
 	start := s.Now()
 	fctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -135,6 +136,7 @@ func (s *Service) follow(ctx context.Context, id string, opts berth.LogOptions, 
 	defer b.stop()
 	err := s.Engine.Logs(fctx, id, opts, func(l events.LogLine) error {
 		if grep == nil || grep.MatchString(l.Line) {
+			l.Line = s.redact(p, l.Line)
 			return b.add(l)
 		}
 		return nil

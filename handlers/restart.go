@@ -54,7 +54,7 @@ func (s *Service) Restart(ctx context.Context, req *Request, rep Reporter) (any,
 		s.pause(ctx, events.StepUp)
 		start := s.Now()
 		spec := berth.ComposeSpec{Dir: p.Production, Files: p.ComposeFiles, Project: p.ComposeProject}
-		err := s.Composer.Compose(ctx, spec, events.CodeHealthFailed, throttled(rep, events.StepUp), append([]string{"restart"}, rp.Services...)...)
+		err := s.Composer.Compose(ctx, spec, events.CodeHealthFailed, s.output(p, rep, events.StepUp), append([]string{"restart"}, rp.Services...)...)
 		_ = s.Store.InvalidateStatus(context.WithoutCancel(ctx), p.Name)
 		if err != nil {
 			return nil, err
@@ -127,9 +127,9 @@ func (s *Service) restartEstimate(ctx context.Context, project string) (float64,
 	return defaultRestartEstimate.Seconds(), "a default: no restart of this project was measured yet"
 }
 
-// throttled turns command output into progress events, at most a few per
-// second, so a chatty build does not flood the event stream.
-func throttled(rep Reporter, step string) func(string) {
+// output turns command output into redacted progress events, at most a
+// few per second, so a chatty build does not flood the event stream.
+func (s *Service) output(p *berth.Project, rep Reporter, step string) func(string) {
 	var last time.Time
 	var skipped int
 	return func(line string) {
@@ -145,6 +145,6 @@ func throttled(rep Reporter, step string) func(string) {
 			line = fmt.Sprintf("%s (+%d lines)", line, skipped)
 		}
 		last, skipped = time.Now(), 0
-		rep.Progress(step, line, -1, -1)
+		rep.Progress(step, s.redact(p, line), -1, -1)
 	}
 }

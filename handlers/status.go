@@ -105,6 +105,9 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		return nil, err
 	}
 	rep := BuildStatus(p, containers, s.Now())
+	for i := range rep.Services {
+		rep.Services[i].HealthLog = s.redactAll(p, rep.Services[i].HealthLog)
+	}
 	rep.CacheError = cacheErr
 	rep.Behind = s.behind(ctx, p)
 	if cacheErr == "" {

@@ -71,7 +71,7 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 			for _, c := range mine {
 				up, fail := s.containerUp(c, now, firstSeen, stableSince)
 				if fail != "" {
-					return nil, s.failure(ctx, c, fail), nil
+					return nil, s.failure(ctx, p, c, fail), nil
 				}
 				allUp = allUp && up
 			}
@@ -85,7 +85,7 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 			pending++
 			if now.After(deadline) {
 				c := mine[0]
-				return nil, s.failure(ctx, c, fmt.Sprintf("not up after %s (%s)", s.Config.VerifyTimeout, describe(c))), nil
+				return nil, s.failure(ctx, p, c, fmt.Sprintf("not up after %s (%s)", s.Config.VerifyTimeout, describe(c))), nil
 			}
 		}
 		if pending == 0 {
@@ -137,7 +137,7 @@ func (s *Service) containerUp(c berth.Container, now time.Time, firstSeen map[st
 
 // failure gathers what a user needs to see why c failed: its health-check
 // outputs and its last 30 log lines.
-func (s *Service) failure(ctx context.Context, c berth.Container, reason string) *FailureDetails {
+func (s *Service) failure(ctx context.Context, p *berth.Project, c berth.Container, reason string) *FailureDetails {
 	f := &FailureDetails{Service: c.Service, Container: c.Name, State: c.State, Health: c.Health,
 		ExitCode: c.ExitCode, Reason: reason, HealthLog: c.HealthLog}
 	var lines []string
@@ -145,7 +145,8 @@ func (s *Service) failure(ctx context.Context, c berth.Container, reason string)
 		lines = append(lines, l.Stream+": "+l.Line)
 		return nil
 	})
-	f.LastLogs = lines
+	f.LastLogs = s.redactAll(p, lines)
+	f.HealthLog = s.redactAll(p, append([]string(nil), f.HealthLog...))
 	return f
 }
 
@@ -191,7 +192,7 @@ func (s *Service) diagnose(ctx context.Context, p *berth.Project) *FailureDetail
 	} {
 		for _, c := range cs {
 			if want(c) {
-				return s.failure(ctx, c, describe(c))
+				return s.failure(ctx, p, c, describe(c))
 			}
 		}
 	}

@@ -39,6 +39,9 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
+	RedactPatterns  []string
+	NoDefaultRedact bool
+
 	ConfirmTTL    time.Duration
 	VerifyTimeout time.Duration
 	Stabilize     time.Duration
@@ -88,6 +91,16 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.IntVar(&c.KeepReleases, "keep-releases", envInt(getenv, "BERTH_KEEP_RELEASES", 5), "releases (file backups and image tags) kept per project")
 	fs.StringVar(&c.TestPauseAt, "test-pause-at", getenv("BERTH_TEST_PAUSE_AT"), "")
 	fs.DurationVar(&c.TestPauseFor, "test-pause-for", envDuration(getenv, "BERTH_TEST_PAUSE_FOR", 0), "")
+	fs.Func("redact", "a regular expression whose matches are masked in log lines and command output (repeatable; BERTH_REDACT holds several, one per line)", func(v string) error {
+		c.RedactPatterns = append(c.RedactPatterns, v)
+		return nil
+	})
+	for _, p := range strings.Split(getenv("BERTH_REDACT"), "\n") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.RedactPatterns = append(c.RedactPatterns, p)
+		}
+	}
+	fs.BoolVar(&c.NoDefaultRedact, "no-default-redaction", env("BERTH_NO_DEFAULT_REDACTION", "") == "1", "do not mask common token shapes (passwords, API keys, bearer tokens)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -654,3 +654,18 @@ func TestRoles(t *testing.T) {
 		t.Fatalf("anonymous viewer restart: %+v", res.Error)
 	}
 }
+
+func TestLogsNeverShowEnvSecrets(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	d := setupDeployable(t, h, "po", nil)
+	// A production .env value that the app happens to print.
+	if err := os.WriteFile(filepath.Join(d.sample.Dir, ".env"), []byte("FAIL_HEALTH=0\nLEAKY=this is stderr\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := h.send("po", events.ActionLogs, events.Command{Args: args(t, map[string]any{"tail": 1000})})
+	mustOK(t, res)
+	body, _ := json.Marshal(res)
+	if strings.Contains(string(body), "this is stderr") || !strings.Contains(string(body), "[REDACTED]") {
+		t.Fatalf("a .env value reached the result: %s", body)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
 	"github.com/berth-ops/berth/natsbus"
+	"github.com/berth-ops/berth/redact"
 	"github.com/berth-ops/berth/store"
 )
 
@@ -92,6 +93,9 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 		return nil, err
 	}
 	svc.Confirms, svc.Locks, svc.Composer = w.store, w.store, w.engine
+	if svc.Redactor, err = redact.New(cfg.RedactPatterns, cfg.NoDefaultRedact); err != nil {
+		return nil, err
+	}
 	// Finish what a stopped worker left half done before taking commands.
 	if err := svc.Recover(log.WithContext(ctx), nil); err != nil {
 		log.Error().Err(err).Msg("recovery of interrupted operations failed; their projects may need attention")
