@@ -66,3 +66,7 @@ func (k Keys) PendingFor(user string) string { return k.prefix + "pending:" + us
 
 // Lock is the key of a project's operation lock.
 func (k Keys) Lock(project string) string { return k.prefix + "lock:" + project }
+
+// Signature is the key that marks a command signature as used (its value
+// is the command's stream sequence), for replay protection.
+func (k Keys) Signature(sig string) string { return k.prefix + "sig:" + sig }
