@@ -28,6 +28,8 @@ type Delivery struct {
 	// NumDelivered counts deliveries from 1; MaxDeliver is the consumer's cap.
 	NumDelivered uint64
 	MaxDeliver   int
+	// Header holds the message's headers (signature, timestamp).
+	Header map[string][]string
 	// InProgress tells the server the command is still being worked on,
 	// so it is not redelivered during long work. May be nil.
 	InProgress func()
@@ -81,6 +83,13 @@ type Dispatcher struct {
 	// Authorize, when set, checks a decoded request before its handler
 	// runs; its error is the result.
 	Authorize func(ctx context.Context, req *Request) error
+	// Verify, when set, checks a command's signature and returns it; its
+	// error (unauthorized) is the result. ClaimSignature then refuses a
+	// signature already used by another message (a replay) within
+	// SignatureWindow.
+	Verify          func(subject string, header map[string][]string, body []byte) (string, error)
+	ClaimSignature  func(ctx context.Context, sig string, seq uint64, ttl time.Duration) (bool, error)
+	SignatureWindow time.Duration
 	Now       func() time.Time
 }
 
@@ -114,6 +123,27 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	r.log = &log
 	r.ctx = ctx
 
+	// Nothing is recorded for a command until it is known to be genuine
+	// and well-formed: a forged or broken command must not overwrite the
+	// record of a real request that shares its id.
+	r.noRecord = true
+	if d.Verify != nil {
+		sig, err := d.Verify(del.Subject, del.Header, del.Data)
+		if err != nil {
+			return r.finish(ctx, nil, err)
+		}
+		if d.ClaimSignature != nil {
+			fresh, err := d.ClaimSignature(ctx, sig, del.StreamSeq, 2*d.SignatureWindow+time.Minute)
+			if err != nil {
+				return r.finish(ctx, nil, err)
+			}
+			if !fresh {
+				return r.finish(ctx, nil, events.Errorf(events.CodeUnauthorized, "this signed command was already used").
+					WithHint("sign every command anew, with a fresh timestamp"))
+			}
+		}
+		r.signed = true
+	}
 	if !events.ValidProject(project) {
 		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "project name %q is not valid", project).
 			WithHint("use lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters"))
@@ -131,6 +161,7 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, State: berth.RequestRunning,
 		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
+	r.noRecord = false
 	switch {
 	case err != nil && events.IsFast(action):
 		log.Warn().Err(err).Msg("no request record (store unavailable); serving the read-only command anyway")

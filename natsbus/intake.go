@@ -184,6 +184,7 @@ func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
 		Subject:    m.Subject(),
 		Data:       m.Data(),
 		MsgID:      m.Headers().Get(jetstream.MsgIDHeader),
+		Header:     m.Headers(),
 		MaxDeliver: in.cfg.Topology.MaxDeliver,
 		InProgress: func() { _ = m.InProgress() },
 	}
@@ -218,7 +219,7 @@ func (in *Intake) unknownAction(ctx context.Context, m *nats.Msg) {
 	if events.IsKnownAction(action) {
 		return // the command stream has it
 	}
-	in.disp.Process(ctx, handlers.Delivery{Subject: m.Subject, Data: m.Data, MsgID: m.Header.Get(jetstream.MsgIDHeader), NumDelivered: 1})
+	in.disp.Process(ctx, handlers.Delivery{Subject: m.Subject, Data: m.Data, MsgID: m.Header.Get(jetstream.MsgIDHeader), Header: m.Header, NumDelivered: 1})
 }
 
 func release(sem chan struct{}, n int) {
