@@ -193,6 +193,9 @@ func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project,
 		}},
 	}
 	for _, st := range steps {
+		if (st.name == events.StepPull && dp.Strategy != "registry") || (st.name == events.StepBuild && !dp.NeedsBuild) {
+			continue
+		}
 		j.Phase = st.name
 		if err := ps.writeJournal(j); err != nil {
 			return s.failDeploy(ctx, req, ps, j, rel, rep, fmt.Errorf("write the deploy journal: %w", err), nil)
