@@ -124,7 +124,8 @@ func TestReorderArgs(t *testing.T) {
 		o := &options{}
 		var pairs stringList
 		var argsJSON string
-		fs := newFlagSet(o, &pairs, &argsJSON, func(string) string { return "" })
+		var sec secretFlags
+		fs := newFlagSet(o, &sec, &pairs, &argsJSON, func(string) string { return "" })
 		if got := reorderArgs(fs, c.in); !slices.Equal(got, c.want) {
 			t.Errorf("reorderArgs(%q) = %q, want %q", c.in, got, c.want)
 		}

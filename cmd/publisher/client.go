@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 )
 
@@ -23,17 +25,25 @@ const requestTimeout = 10 * time.Second
 const noCommandStream = "no Berth worker stream on this server: start the worker first"
 
 // connect connects to NATS with the authentication and TLS options of o.
-// Asynchronous errors, such as permission violations, go to errw.
-func connect(o *options, errw io.Writer) (*nats.Conn, error) {
+// Asynchronous errors, such as permission violations, go to errw and, when
+// it is not nil, to onErr.
+func connect(o *options, errw io.Writer, onErr func(error)) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name("berth-publisher"),
 		nats.Timeout(5 * time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if onErr != nil {
+				onErr(err)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "nats: ") {
+				msg = "nats: " + msg
+			}
 			if sub != nil {
-				fmt.Fprintf(errw, "nats: %v (subscription %s)\n", err, sub.Subject)
+				fmt.Fprintf(errw, "%s (subscription %s)\n", msg, sub.Subject)
 				return
 			}
-			fmt.Fprintf(errw, "nats: %v\n", err)
+			fmt.Fprintf(errw, "%s\n", msg)
 		}),
 	}
 	if o.creds != "" {
@@ -46,11 +56,14 @@ func connect(o *options, errw io.Writer) (*nats.Conn, error) {
 		}
 		opts = append(opts, opt)
 	}
-	if o.natsUser != "" || o.natsPassword != "" {
+	if o.natsUser != "" {
 		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
 	}
 	if o.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(o.tlsCA))
+	}
+	if o.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.inboxPrefix))
 	}
 	if o.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(o.tlsCert, o.tlsKey))
@@ -63,6 +76,10 @@ type client struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	subj events.Subjects
+	// signSecret, when set, signs every command (auth.Sign).
+	signSecret []byte
+	// now is the signing clock; time.Now when nil.
+	now func() time.Time
 }
 
 func newClient(nc *nats.Conn, subj events.Subjects) *client {
@@ -99,6 +116,12 @@ func (c *client) send(ctx context.Context, project, action string, cmd *events.C
 		sub.Unsubscribe()
 		return nil, fmt.Errorf("subscribe to events: %w", err)
 	}
+	// A subscription the server refused is reported before the PONG of
+	// the flush: do not send a command whose events cannot be seen.
+	if err := c.nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+sub.Subject+`"`) {
+		sub.Unsubscribe()
+		return nil, &deniedError{err: err}
+	}
 
 	body, err := json.Marshal(cmd)
 	if err != nil {
@@ -109,6 +132,7 @@ func (c *client) send(ctx context.Context, project, action string, cmd *events.C
 	msg := nats.NewMsg(subject)
 	msg.Header.Set(jetstream.MsgIDHeader, cmd.ID)
 	msg.Data = body
+	c.sign(msg)
 	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	ack, err := c.js.PublishMsg(pctx, msg)
 	cancel()
@@ -125,6 +149,57 @@ func (c *client) send(ctx context.Context, project, action string, cmd *events.C
 		return c.follow(ctx, project, cmd.ID)
 	}
 	return &subSource{sub: sub}, nil
+}
+
+// sign sets the signature headers of msg when the client has a secret:
+// HMAC-SHA256 over the timestamp, the subject and the body, as the worker
+// verifies them.
+func (c *client) sign(msg *nats.Msg) {
+	if len(c.signSecret) == 0 {
+		return
+	}
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	ts, sig := auth.Sign(c.signSecret, now(), msg.Subject, msg.Data)
+	msg.Header.Set(auth.HeaderTimestamp, ts)
+	msg.Header.Set(auth.HeaderSignature, sig)
+}
+
+// deniedError is a permission violation reported by the server: the NATS
+// user lacks a permission the publisher needs.
+type deniedError struct{ err error }
+
+func (e *deniedError) Error() string {
+	return e.err.Error() + "; this NATS user lacks a permission the publisher needs (see docs/security.md)"
+}
+
+func (e *deniedError) Unwrap() error { return e.err }
+
+// cancelOnDenied cancels ctx with a *deniedError when a permission
+// violation arrives on errs, until ctx ends.
+func cancelOnDenied(ctx context.Context, errs <-chan error, cancel context.CancelCauseFunc) {
+	for {
+		select {
+		case err := <-errs:
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				cancel(&deniedError{err: err})
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// deniedCause returns the *deniedError ctx was cancelled with, or nil.
+func deniedCause(ctx context.Context) error {
+	var d *deniedError
+	if errors.As(context.Cause(ctx), &d) {
+		return d
+	}
+	return nil
 }
 
 // follow replays the events of request id from the event stream, from the

@@ -48,6 +48,8 @@ type received struct {
 	subject string
 	msgID   string
 	cmd     *events.Command
+	header  nats.Header
+	data    []byte
 }
 
 // fakeWorker consumes one command from BERTH_CMD, checks it and publishes
@@ -77,6 +79,7 @@ func fakeWorker(t *testing.T, js jetstream.JetStream, respond func(cmd *events.C
 		}
 		got.subject = msg.Subject()
 		got.msgID = msg.Headers().Get(jetstream.MsgIDHeader)
+		got.header, got.data = msg.Headers(), msg.Data()
 		cmd, err := events.DecodeCommand(msg.Data())
 		if err != nil {
 			t.Errorf("fake worker: bad command body %s: %v", msg.Data(), err)

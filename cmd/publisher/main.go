@@ -9,6 +9,12 @@
 // --follow it replays the events of an existing request from the event
 // stream instead. Flags may come before or after the positional arguments.
 //
+// With --sign-secret (or BERTH_SIGN_SECRET) each command carries the
+// Berth-Timestamp and Berth-Signature headers of package auth. It connects
+// with the worker's NATS options (--nats-creds, --nats-nkey, --nats-user and
+// --nats-password, --nats-tls-ca, --nats-tls-cert, --nats-tls-key, and their
+// BERTH_NATS_* variables); docs/security.md has the permissions a bot needs.
+//
 // Exit codes: 0 the result is ok; 1 the result is an error; 2 bad usage;
 // 3 no result within --timeout, no worker stream, or a connection error.
 package main
@@ -28,7 +34,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 )
 
@@ -70,6 +78,11 @@ type options struct {
 	tlsCA        string
 	tlsCert      string
 	tlsKey       string
+	inboxPrefix  string
+
+	// signSecret is the secret commands are signed with (auth.Sign);
+	// nil when they are not signed.
+	signSecret []byte
 
 	prefix  string
 	user    string
@@ -93,8 +106,17 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
+// secretFlags are the flags whose values are secret: their defaults are not
+// taken from the environment when the flags are defined (PrintDefaults
+// would show them) but after parsing, in parseArgs.
+type secretFlags struct {
+	natsPassword   string
+	signSecret     string
+	signSecretFile string
+}
+
 // newFlagSet defines the flags into o, with defaults from getenv.
-func newFlagSet(o *options, pairs *stringList, argsJSON *string, getenv func(string) string) *flag.FlagSet {
+func newFlagSet(o *options, sec *secretFlags, pairs *stringList, argsJSON *string, getenv func(string) string) *flag.FlagSet {
 	fs := flag.NewFlagSet(progName, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 
@@ -104,13 +126,34 @@ func newFlagSet(o *options, pairs *stringList, argsJSON *string, getenv func(str
 	}
 	fs.StringVar(&o.server, "server", server, "NATS server URL(s), comma separated (env BERTH_NATS_URL)")
 	fs.StringVar(&o.server, "s", server, "shorthand for --server")
-	fs.StringVar(&o.creds, "creds", "", "NATS user credentials file")
-	fs.StringVar(&o.nkey, "nkey", "", "NATS nkey seed file")
-	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user name")
-	fs.StringVar(&o.natsPassword, "nats-password", "", "NATS password")
-	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate file to verify the server")
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "client certificate file (with --tls-key)")
-	fs.StringVar(&o.tlsKey, "tls-key", "", "client key file (with --tls-cert)")
+	fs.StringVar(&o.server, "nats-url", server, "same as --server (the worker's name for it)")
+
+	// NATS authentication and TLS: each under the worker's flag name, with
+	// the worker's environment variable, and under a short name.
+	strFlag := func(p *string, names []string, env, usage string) {
+		def := getenv(env)
+		for i, n := range names {
+			u := usage + " (env " + env + ")"
+			if i > 0 {
+				u = "same as --" + names[0]
+			}
+			fs.StringVar(p, n, def, u)
+		}
+	}
+	strFlag(&o.creds, []string{"nats-creds", "creds"}, "BERTH_NATS_CREDS", "NATS user credentials `file` (JWT and nkey seed)")
+	strFlag(&o.nkey, []string{"nats-nkey", "nkey"}, "BERTH_NATS_NKEY", "NATS nkey seed `file`")
+	strFlag(&o.natsUser, []string{"nats-user"}, "BERTH_NATS_USER", "NATS user name")
+	fs.StringVar(&sec.natsPassword, "nats-password", "", "NATS password (env BERTH_NATS_PASSWORD, which keeps it out of the process list)")
+	strFlag(&o.tlsCA, []string{"nats-tls-ca", "tls-ca"}, "BERTH_NATS_TLS_CA", "CA certificate `file` to verify the NATS server (implies TLS)")
+	strFlag(&o.tlsCert, []string{"nats-tls-cert", "tls-cert"}, "BERTH_NATS_TLS_CERT", "client certificate `file` for NATS TLS (with --nats-tls-key)")
+	strFlag(&o.tlsKey, []string{"nats-tls-key", "tls-key"}, "BERTH_NATS_TLS_KEY", "client key `file` for NATS TLS (with --nats-tls-cert)")
+	strFlag(&o.inboxPrefix, []string{"nats-inbox-prefix"}, "BERTH_NATS_INBOX_PREFIX",
+		"reply subject `prefix` instead of _INBOX, to match per-user permissions (see docs/security.md)")
+
+	// Command signing.
+	fs.StringVar(&sec.signSecret, "sign-secret", "",
+		"sign commands with this `secret` (plain, hex:…, or base64:…; the first of a comma-separated list) (env BERTH_SIGN_SECRET, which keeps it out of the process list)")
+	fs.StringVar(&sec.signSecretFile, "sign-secret-file", "", "read the signing secret from this `file` (env BERTH_SIGN_SECRET_FILE)")
 
 	prefix := getenv("BERTH_PREFIX")
 	if prefix == "" {
@@ -143,15 +186,17 @@ func newFlagSet(o *options, pairs *stringList, argsJSON *string, getenv func(str
 // appear anywhere. Errors are *usageError, or flag.ErrHelp for -h.
 func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	o := &options{}
+	var sec secretFlags
 	var pairs stringList
 	var argsJSON string
-	fs := newFlagSet(o, &pairs, &argsJSON, getenv)
+	fs := newFlagSet(o, &sec, &pairs, &argsJSON, getenv)
 	if err := fs.Parse(reorderArgs(fs, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
 		return nil, usagef("%v", err)
 	}
+	var err error
 	timeoutSet := false
 	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
 
@@ -183,13 +228,28 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		return nil, usagef("--prefix %q is not a valid subject prefix", o.prefix)
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return nil, usagef("--tls-cert and --tls-key go together")
+		return nil, usagef("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if o.creds != "" && o.nkey != "" {
+		return nil, usagef("use --nats-creds or --nats-nkey, not both")
+	}
+	if o.inboxPrefix != "" && !validPrefix(o.inboxPrefix) {
+		return nil, usagef("--nats-inbox-prefix %q is not a valid subject prefix", o.inboxPrefix)
+	}
+	o.natsPassword = sec.natsPassword
+	if o.natsPassword == "" {
+		o.natsPassword = getenv("BERTH_NATS_PASSWORD")
+	}
+	if o.natsPassword != "" && o.natsUser == "" {
+		return nil, usagef("--nats-password needs --nats-user")
+	}
+	if o.signSecret, err = signSecret(sec, getenv); err != nil {
+		return nil, usagef("%v", err)
 	}
 	if o.timeout <= 0 {
 		return nil, usagef("--timeout must be positive")
 	}
 
-	var err error
 	if o.args, err = buildArgs(argsJSON, pairs); err != nil {
 		return nil, usagef("%v", err)
 	}
@@ -212,6 +272,42 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		o.timeout = defaultTimeoutFor(o.action, o.args)
 	}
 	return o, nil
+}
+
+// signSecret returns the secret to sign commands with, from --sign-secret,
+// --sign-secret-file, BERTH_SIGN_SECRET or BERTH_SIGN_SECRET_FILE (in that
+// order), or nil when none is given. A list of secrets (as the worker
+// takes for a rotation) signs with its first.
+func signSecret(sec secretFlags, getenv func(string) string) ([]byte, error) {
+	if sec.signSecret != "" && sec.signSecretFile != "" {
+		return nil, errors.New("use --sign-secret or --sign-secret-file, not both")
+	}
+	spec, from := sec.signSecret, "--sign-secret"
+	file := sec.signSecretFile
+	if spec == "" && file == "" {
+		spec, from = getenv("BERTH_SIGN_SECRET"), "BERTH_SIGN_SECRET"
+		if spec == "" {
+			file = getenv("BERTH_SIGN_SECRET_FILE")
+		}
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("signing secret: %w", err)
+		}
+		spec, from = string(b), file
+		if strings.TrimSpace(spec) == "" {
+			return nil, fmt.Errorf("signing secret: %s is empty", file)
+		}
+	}
+	secrets, err := auth.ParseSecrets(spec)
+	if err != nil {
+		return nil, fmt.Errorf("signing secret from %s: %v", from, err)
+	}
+	if len(secrets) == 0 {
+		return nil, nil
+	}
+	return secrets[0], nil
 }
 
 // defaultTimeoutFor is the result timeout of action when --timeout is not
@@ -252,9 +348,10 @@ func validPrefix(p string) bool {
 // printUsage writes the usage text, with the actions and flags.
 func printUsage(w io.Writer, getenv func(string) string) {
 	o := &options{}
+	var sec secretFlags
 	var pairs stringList
 	var argsJSON string
-	fs := newFlagSet(o, &pairs, &argsJSON, getenv)
+	fs := newFlagSet(o, &sec, &pairs, &argsJSON, getenv)
 	fmt.Fprintf(w, `usage: %[1]s [flags] <action> <project> [--arg k=v ...]
        %[1]s [flags] --follow <request-id>
 
@@ -302,13 +399,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	deadline := time.Now().Add(o.timeout)
 
-	nc, err := connect(o, stderr)
+	// A permission the NATS user lacks shows only as an asynchronous
+	// error; it ends the run at once instead of by a timeout.
+	asyncErrs := make(chan error, 16)
+	nc, err := connect(o, stderr, func(err error) {
+		select {
+		case asyncErrs <- err:
+		default:
+		}
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "error: cannot connect to NATS at %s: %v\n", o.server, err)
 		return exitUnavailable
 	}
-	defer nc.Close()
+	// Close, then wait until the asynchronous callbacks queued before the
+	// close have run: none writes to stderr after run returns.
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	defer func() {
+		nc.Close()
+		select {
+		case <-closed:
+		case <-time.After(2 * time.Second):
+		}
+	}()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go cancelOnDenied(ctx, asyncErrs, cancel)
+
 	c := newClient(nc, events.NewSubjects(o.prefix))
+	c.signSecret = o.signSecret
 
 	var src eventSource
 	if o.follow != "" {
@@ -316,8 +436,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		src, err = c.send(ctx, o.project, o.action, o.command(), stderr)
 	}
+	if denied := deniedCause(ctx); denied != nil {
+		err = denied
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
+		if o.follow != "" && o.project == "" && deniedCause(ctx) != nil {
+			fmt.Fprintf(stderr, "hint: a NATS user confined to some projects must name the project: %s --follow %s <action> <project>\n",
+				progName, o.id)
+		}
 		return exitUnavailable
 	}
 	defer src.Close()
@@ -341,6 +468,9 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 		cancel()
 		if err != nil {
 			switch {
+			case deniedCause(ctx) != nil:
+				fmt.Fprintf(r.errw, "error: %v\n", deniedCause(ctx))
+				return exitUnavailable
 			case ctx.Err() != nil:
 				fmt.Fprintf(r.errw, "interrupted; the request goes on: follow it with %s --follow %s\n", progName, r.id)
 				return exitInterrupted
@@ -363,6 +493,13 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 		var ev events.Event
 		if err := json.Unmarshal(data, &ev); err != nil {
 			fmt.Fprintf(r.errw, "warning: ignoring an event that is not valid JSON: %v\n", err)
+			continue
+		}
+		if ev.RequestID != r.id || (r.project != "" && ev.Project != r.project) {
+			// Another request's result published on this one's subject,
+			// such as through a reply_to aimed here.
+			fmt.Fprintf(r.errw, "warning: ignoring an event of request %q of project %q on the subject of request %s\n",
+				ev.RequestID, ev.Project, r.id)
 			continue
 		}
 		if ev.Seq != 0 {
