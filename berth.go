@@ -116,6 +116,7 @@ type RequestRecord struct {
 	ID        string       `json:"id"`
 	Project   string       `json:"project"`
 	Action    string       `json:"action"`
+	User      string       `json:"user,omitempty"`
 	State     RequestState `json:"state"`
 	Worker    string       `json:"worker"`
 	StartedAt time.Time    `json:"started_at"`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -57,12 +58,12 @@ func (c *Command) Validate() error {
 		return Errorf(CodeBadRequest, "id %q is not a valid request id", truncate(c.ID, 80)).
 			WithHint("use 1 to 64 characters from A-Z a-z 0-9 _ -, or leave id out")
 	}
-	if c.User == "" {
+	if strings.TrimSpace(c.User) == "" {
 		return Errorf(CodeBadRequest, "user is missing").
 			WithHint(`say who asks, as "<platform>:<id>", for example "telegram:123456"`)
 	}
-	if utf8.RuneCountInString(c.User) > MaxUserLen || !printable(c.User) {
-		return Errorf(CodeBadRequest, "user must be printable text of at most %d characters", MaxUserLen).
+	if utf8.RuneCountInString(c.User) > MaxUserLen || !printable(c.User) || strings.TrimSpace(c.User) != c.User {
+		return Errorf(CodeBadRequest, "user must be printable text of at most %d characters, without leading or trailing spaces", MaxUserLen).
 			WithHint(`use "<platform>:<id>", for example "github:octocat"`)
 	}
 	if c.Confirm != "" && (len(c.Confirm) > 128 || !printable(c.Confirm)) {
@@ -77,8 +78,14 @@ func (c *Command) Validate() error {
 }
 
 // DecodeStrict decodes exactly one JSON value from data into v, rejecting
-// unknown fields and trailing data.
+// unknown fields, field names in another case than documented, duplicate
+// fields, and trailing data. (encoding/json alone matches names without
+// regard to case and keeps the last of duplicates, so {"user":"a","USER":"b"}
+// would act for b: a parser differential with any bridge that checks user.)
 func DecodeStrict(data []byte, v any) error {
+	if err := checkObjectKeys(data, v); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -146,4 +153,76 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// checkObjectKeys checks the top-level keys of a JSON object against the
+// json names of struct v's fields: exact case, each at most once. Other
+// JSON values (and non-struct targets) are left to the decoder.
+func checkObjectKeys(data []byte, v any) error {
+	allowed := jsonFieldNames(v)
+	if allowed == nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil // the decoder reports it
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := tok.(string)
+		if !allowed[key] {
+			return fmt.Errorf("unknown field %q", key)
+		}
+		if seen[key] {
+			return fmt.Errorf("duplicate field %q", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// jsonFieldNames returns the JSON names of a struct's fields, or nil
+// when v does not point to a struct.
+func jsonFieldNames(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	names := map[string]bool{}
+	addFields(t.Elem(), names)
+	return names
+}
+
+func addFields(t reflect.Type, names map[string]bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			addFields(f.Type, names)
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		names[name] = true
+	}
 }

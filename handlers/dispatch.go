@@ -90,7 +90,7 @@ type Dispatcher struct {
 	Verify          func(subject string, header map[string][]string, body []byte) (string, error)
 	ClaimSignature  func(ctx context.Context, sig string, seq uint64, ttl time.Duration) (bool, error)
 	SignatureWindow time.Duration
-	Now       func() time.Time
+	Now             func() time.Time
 }
 
 // resumedSeqStep separates the event sequences of successive attempts at
@@ -155,10 +155,17 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	if decErr != nil {
 		return r.finish(ctx, nil, decErr)
 	}
+	if rt := cmd.ReplyTo; rt != "" && (strings.HasPrefix(rt, "$") || strings.HasPrefix(rt, d.Subjects.Prefix+".")) {
+		// The worker may publish where a bot may not: never on its own
+		// subjects or the server's API on a bot's behalf.
+		r.replyTo = ""
+		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "reply_to %q is not allowed", rt).
+			WithHint("use an inbox subject of your own, such as _INBOX.<id>, or leave reply_to out"))
+	}
 
 	// Idempotency: a command already done re-publishes its result.
 	resumed := false
-	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, State: berth.RequestRunning,
+	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, User: cmd.User, State: berth.RequestRunning,
 		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
 	r.noRecord = false
@@ -168,6 +175,11 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		r.noRecord = true
 	case err != nil:
 		return r.finish(ctx, nil, err)
+	case !created && (existing.Project != project || existing.Action != action || (existing.User != "" && existing.User != cmd.User)):
+		// Another command's id: never hand out its result.
+		r.noRecord = true
+		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "request id %q is already used by another command", id).
+			WithHint("give every command a fresh id (a UUID), or leave id out"))
 	case !created && existing.State == berth.RequestDone && len(existing.Result) > 0:
 		log.Info().Uint64("delivery", del.NumDelivered).Msg("command already done: re-publishing its result")
 		return r.republish(ctx, existing.Result)

@@ -240,7 +240,7 @@ func (f *fixture) st() *memStore { return f.store }
 
 func TestDispatchRunningRequest(t *testing.T) {
 	f := newFixture(t)
-	f.store.reqs["r9"] = &berth.RequestRecord{ID: "r9", State: berth.RequestRunning, StreamSeq: 5, StartedAt: time.Now()}
+	f.store.reqs["r9"] = &berth.RequestRecord{ID: "r9", Project: "po", Action: "history", State: berth.RequestRunning, StreamSeq: 5, StartedAt: time.Now()}
 	body := []byte(`{"id":"r9","user":"t:1"}`)
 	// Another message with the same id while the first runs: retried later.
 	dec := f.disp.Process(context.Background(), Delivery{Subject: "berth.cmd.po.history", Data: body, StreamSeq: 6, NumDelivered: 1, MaxDeliver: 5})
@@ -278,6 +278,51 @@ func TestDispatchAuditsEveryCommandRefusedOnesToo(t *testing.T) {
 	for _, e := range f.em.events {
 		if e.ev.RequestID == "a3" && e.ev.Kind == events.KindAccepted {
 			t.Fatal("forbidden command was accepted")
+		}
+	}
+}
+
+func TestDispatchRequestIDOfAnotherCommandIsRefused(t *testing.T) {
+	f := newFixture(t)
+	f.deliver(t, "berth.cmd.po.history", `{"id":"same","user":"t:alice"}`)
+	for _, c := range []struct{ subject, body string }{
+		{"berth.cmd.po.status", `{"id":"same","user":"t:alice"}`},     // other action
+		{"berth.cmd.other.history", `{"id":"same","user":"t:alice"}`}, // other project
+		{"berth.cmd.po.history", `{"id":"same","user":"t:mallory"}`},  // other user
+	} {
+		_, res := f.deliver(t, c.subject, c.body)
+		if res.Error == nil || res.Error.Code != events.CodeBadRequest || res.Data != nil {
+			t.Fatalf("%s %s: %+v (data %s)", c.subject, c.body, res.Error, res.Data)
+		}
+	}
+	if rec := f.store.reqs["same"]; rec.Action != "history" || rec.User != "t:alice" || rec.State != berth.RequestDone {
+		t.Fatalf("the first request's record was overwritten: %+v", rec)
+	}
+}
+
+func TestDecodeRejectsCaseVariantsAndDuplicates(t *testing.T) {
+	f := newFixture(t)
+	for _, body := range []string{
+		`{"user":"t:vera","USER":"t:ada"}`,
+		`{"user":"t:vera","user":"t:ada"}`,
+		`{"User":"t:ada"}`,
+		`{"user":"t:1","args":{"Limit":5}}`,
+		`{"user":"   "}`,
+		`{"user":" t:1"}`,
+	} {
+		_, res := f.deliver(t, "berth.cmd.po.history", body)
+		if res.Error == nil || res.Error.Code != events.CodeBadRequest {
+			t.Errorf("%s: %+v", body, res.Error)
+		}
+	}
+}
+
+func TestDispatchRefusesReplyToOnWorkerSubjects(t *testing.T) {
+	for _, rt := range []string{"$JS.API.STREAM.PURGE.BERTH_EVT", "berth.evt.other.x.result", "berth.cmd.po.deploy"} {
+		f := newFixture(t)
+		_, res := f.deliver(t, "berth.cmd.po.history", `{"user":"t:1","reply_to":"`+rt+`"}`)
+		if res.Error == nil || res.Error.Code != events.CodeBadRequest || len(f.em.replies) != 0 {
+			t.Fatalf("reply_to %s: %+v, replies %v", rt, res.Error, f.em.replies)
 		}
 	}
 }

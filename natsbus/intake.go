@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -218,6 +219,13 @@ func (in *Intake) unknownAction(ctx context.Context, m *nats.Msg) {
 	}
 	if events.IsKnownAction(action) {
 		return // the command stream has it
+	}
+	if m.Reply != "" {
+		// No stream captures the subject, so a JetStream publish would wait
+		// for a PubAck that never comes: answer it as the server would.
+		ack, _ := json.Marshal(map[string]any{"error": map[string]any{"code": 400, "err_code": 10000,
+			"description": "unknown action " + action + ": no stream takes it; see the result event"}})
+		_ = m.Respond(ack)
 	}
 	in.disp.Process(ctx, handlers.Delivery{Subject: m.Subject, Data: m.Data, MsgID: m.Header.Get(jetstream.MsgIDHeader), Header: m.Header, NumDelivered: 1})
 }

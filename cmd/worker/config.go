@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 )
 
@@ -42,6 +43,11 @@ type Config struct {
 	RedactPatterns  []string
 	NoDefaultRedact bool
 
+	// SignSecrets, when set, make the worker accept only commands signed
+	// with one of them (HMAC-SHA256, docs/security.md) within SignWindow.
+	SignSecrets [][]byte
+	SignWindow  time.Duration
+
 	ConfirmTTL    time.Duration
 	VerifyTimeout time.Duration
 	Stabilize     time.Duration
@@ -62,7 +68,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 		}
 		return def
 	}
-	var roots, admins string
+	var roots, admins, secrets string
 	fs.BoolVar(&c.Dev, "dev", env("BERTH_DEV", "") == "1" || env("BERTH_DEV", "") == "true", "embedded development mode: in-process NATS and Redis-compatible store (also the default when no --nats-url and --redis-url are given)")
 	fs.StringVar(&c.DevNATS, "dev-nats-listen", env("BERTH_DEV_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded nats-server in dev mode")
 	fs.StringVar(&c.NATSURL, "nats-url", env("BERTH_NATS_URL", ""), "NATS server URL(s), comma-separated")
@@ -100,6 +106,8 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 			c.RedactPatterns = append(c.RedactPatterns, p)
 		}
 	}
+	fs.StringVar(&secrets, "sign-secrets", env("BERTH_SIGN_SECRETS", getenv("BERTH_SIGN_SECRET")), "comma-separated HMAC secrets (plain, hex:…, base64:…; at least 16 bytes each); when set, unsigned, stale or forged commands get unauthorized")
+	fs.DurationVar(&c.SignWindow, "sign-window", envDuration(getenv, "BERTH_SIGN_WINDOW", 5*time.Minute), "how far a signed command's timestamp may be from now")
 	fs.BoolVar(&c.NoDefaultRedact, "no-default-redaction", env("BERTH_NO_DEFAULT_REDACTION", "") == "1", "do not mask common token shapes (passwords, API keys, bearer tokens)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -110,6 +118,12 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	for _, r := range strings.Split(roots, ",") {
 		if r = strings.TrimSpace(r); r != "" {
 			c.Roots = append(c.Roots, r)
+		}
+	}
+	if secrets != "" {
+		var err error
+		if c.SignSecrets, err = auth.ParseSecrets(secrets); err != nil {
+			return nil, fmt.Errorf("--sign-secrets: %w", err)
 		}
 	}
 	for _, a := range strings.Split(admins, ",") {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/internal/testenv"
 )
@@ -106,6 +107,7 @@ func (h *harness) sendRaw(project, action, id string, body []byte, timeout time.
 	evs := h.subscribe(project, id)
 	msg := &nats.Msg{Subject: h.subjects.Command(project, action), Data: body, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
+	h.sign(msg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
@@ -243,6 +245,7 @@ func (h *harness) publish(project, action string, cmd events.Command) {
 	}
 	msg := &nats.Msg{Subject: h.subjects.Command(project, action), Data: body, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	h.sign(msg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
@@ -257,4 +260,15 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// sign signs msg as a bot holding the worker's first secret would, when
+// the worker requires signatures and msg carries none.
+func (h *harness) sign(msg *nats.Msg) {
+	if len(h.cfg.SignSecrets) == 0 || msg.Header.Get(auth.HeaderSignature) != "" {
+		return
+	}
+	ts, sig := auth.Sign(h.cfg.SignSecrets[0], time.Now(), msg.Subject, msg.Data)
+	msg.Header.Set(auth.HeaderTimestamp, ts)
+	msg.Header.Set(auth.HeaderSignature, sig)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
 	"github.com/berth-ops/berth/internal/testenv"
@@ -49,16 +50,23 @@ const hostileDir = "../../testdata/hostile"
 // Values substituted into raw_body (paths, tokens) are JSON-escaped;
 // repeated strings are inserted as they are, so they can build raw syntax.
 type hostileCase struct {
-	Name           string                   `json:"name"`
-	SubjectProject string                   `json:"subject_project"`
-	Action         string                   `json:"action"`
-	RawBody        *string                  `json:"raw_body,omitempty"`
-	BodyB64        string                   `json:"body_b64,omitempty"`
-	Headers        map[string]string        `json:"headers,omitempty"`
-	Repeat         map[string]hostileRepeat `json:"repeat,omitempty"`
-	Setup          []hostileSetup           `json:"setup,omitempty"`
-	ExpectCode     string                   `json:"expect_code"`
-	ExpectInMsg    string                   `json:"expect_in_message,omitempty"`
+	Name           string            `json:"name"`
+	SubjectProject string            `json:"subject_project"`
+	Action         string            `json:"action"`
+	RawBody        *string           `json:"raw_body,omitempty"`
+	BodyB64        string            `json:"body_b64,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"`
+	// Sign signs the case correctly with the worker's secret (in the
+	// "signing" worker), for SignSubject when set (default: the case's
+	// own subject); Replay first sends the same signed message once under
+	// another Nats-Msg-Id, so the case itself is the replay.
+	Sign        bool                     `json:"sign,omitempty"`
+	SignSubject string                   `json:"sign_subject,omitempty"`
+	Replay      bool                     `json:"replay,omitempty"`
+	Repeat      map[string]hostileRepeat `json:"repeat,omitempty"`
+	Setup       []hostileSetup           `json:"setup,omitempty"`
+	ExpectCode  string                   `json:"expect_code"`
+	ExpectInMsg string                   `json:"expect_in_message,omitempty"`
 	// ExpectNoResult is for a subject no result can be published for
 	// (an empty project token): the worker must stay silent, and serve on.
 	ExpectNoResult bool `json:"expect_no_result,omitempty"`
@@ -138,8 +146,8 @@ func loadHostileCorpus(t *testing.T) []*hostileCase {
 			t.Fatalf("%s: expect_no_result excludes expect_code", c.file)
 		case !c.ExpectNoResult && !slices.Contains(events.Codes(), events.Code(c.ExpectCode)):
 			t.Fatalf("%s: expect_code %q is not an error code", c.file, c.ExpectCode)
-		case c.Worker != "" && c.Worker != "roles":
-			t.Fatalf("%s: worker %q is not known (\"\" or \"roles\")", c.file, c.Worker)
+		case c.Worker != "" && c.Worker != "roles" && c.Worker != "signing":
+			t.Fatalf("%s: worker %q is not known (\"\", \"roles\" or \"signing\")", c.file, c.Worker)
 		}
 		if c.BodyB64 != "" {
 			if _, err := base64.StdEncoding.DecodeString(c.BodyB64); err != nil {
@@ -357,6 +365,7 @@ func hostileCommand(t *testing.T, h *harness, project, action string, cmd events
 	body, _ := json.Marshal(cmd)
 	msg := &nats.Msg{Subject: h.subjects.Command(project, action), Data: body, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, cmd.ID)
+	h.sign(msg)
 	if _, err := hostilePublish(h, msg); err != nil {
 		t.Fatalf("publish %s: %v", msg.Subject, err)
 	}
@@ -432,6 +441,14 @@ func TestHostileCorpus(t *testing.T) {
 	mustOK(t, res)
 	run("roles")
 
+	// The same worker requiring signed commands.
+	h.stop()
+	h.cfg.Admins = []string{"*"}
+	h.cfg.SignSecrets = [][]byte{[]byte("hostile-corpus-secret-0123456789")}
+	h.cfg.SignWindow = 5 * time.Minute
+	h.start()
+	run("signing")
+
 	if got := hostileTreeHash(t, sample.Dir); got != prodBefore {
 		t.Errorf("the production directory %s changed during the corpus", sample.Dir)
 	}
@@ -475,6 +492,33 @@ func runHostileCase(t *testing.T, h *harness, c *hostileCase, env hostileEnv) {
 	msg.Header.Set(jetstream.MsgIDHeader, c.id)
 	for k, v := range c.Headers {
 		msg.Header.Set(k, c.expand(v, env, token, false))
+	}
+	if c.Sign {
+		subject := msg.Subject
+		if c.SignSubject != "" {
+			subject = c.SignSubject
+		}
+		ts, sig := auth.Sign(h.cfg.SignSecrets[0], time.Now(), subject, body)
+		msg.Header.Set(auth.HeaderTimestamp, ts)
+		msg.Header.Set(auth.HeaderSignature, sig)
+	}
+	if c.Replay {
+		first := &nats.Msg{Subject: msg.Subject, Data: body, Header: nats.Header{}}
+		for k, v := range msg.Header {
+			first.Header[k] = v
+		}
+		first.Header.Set(jetstream.MsgIDHeader, c.id+"-first")
+		orig, err := h.nc.SubscribeSync(h.subjects.Event(project, c.id+"-first", events.KindResult))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hostilePublish(h, first); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := hostileResult(orig, time.Minute); err != nil || res.Error != nil {
+			t.Fatalf("the original signed message was not served: %v %+v", err, res)
+		}
+		_ = orig.Unsubscribe()
 	}
 	// Every event: the result may come under an id the case cannot know
 	// (a Nats-Msg-Id the worker cannot use), or a project token no

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/docker"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
@@ -110,6 +111,10 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 		Mux: mux, Store: w.store, Emitter: natsbus.NewEmitter(w.nc, js), Subjects: subjects,
 		Log: log, WorkerID: fmt.Sprintf("%s/%d", host, os.Getpid()), Heartbeat: cfg.AckWait / 3,
 		Authorize: svc.Authorize,
+	}
+	if v := (&auth.Verifier{Secrets: cfg.SignSecrets, Window: cfg.SignWindow}); v.Enabled() {
+		disp.Verify, disp.ClaimSignature, disp.SignatureWindow = v.Verify, w.store.ClaimSignature, cfg.SignWindow
+		log.Info().Int("secrets", len(cfg.SignSecrets)).Dur("window", cfg.SignWindow).Msg("signed commands required")
 	}
 	if len(cfg.Admins) == 0 {
 		log.Warn().Msg("no global admins (--admins): no project can be configured until one is named")
