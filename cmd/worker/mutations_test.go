@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -652,6 +653,20 @@ func TestRoles(t *testing.T) {
 	}
 	if res, _ := h.send("po", events.ActionRestart, events.Command{User: "test:nobody"}); errCode(res) != "forbidden" {
 		t.Fatalf("anonymous viewer restart: %+v", res.Error)
+	}
+	// The refused restart left an audit record.
+	ctx := context.Background()
+	st, err := h.js.Stream(ctx, "BERTH_AUDIT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "berth.audit.po.restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec events.AuditRecord
+	if err := json.Unmarshal(m.Data, &rec); err != nil || rec.User != "test:nobody" || rec.OK || rec.ErrorCode != events.CodeForbidden {
+		t.Fatalf("audit record %s (%v)", m.Data, err)
 	}
 }
 
