@@ -15,8 +15,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"regexp"
 	"strings"
+
+	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
 
 	"github.com/berth-ops/berth/events"
 )
@@ -32,23 +33,16 @@ const tmpPrefix = ".berth-tmp-"
 // maxIgnoreFile bounds .berthignore: a larger one is a mistake, not rules.
 const maxIgnoreFile = 1 << 20
 
-// The compiled default rules, shared by every Rules. The defaults are
+// The parsed default rules, shared by every Rules. The defaults are
 // excluded unless .berthignore re-includes them with "!": local secrets,
 // dependency trees the build recreates and bytecode caches. The hard rules
 // apply whatever .berthignore says: a repository's .git is never part of a
 // deployment, and Berth's own temporary files never are.
 var (
-	defaultPatterns = mustCompile(".env", "node_modules/", "__pycache__/", "*.pyc")
-	hardPatterns    = mustCompile(".git", tmpPrefix+"*")
+	defaultPatterns = parseLines([]string{".env", "node_modules/", "__pycache__/", "*.pyc"})
+	hardMatcher     = gitignore.NewMatcher(parseLines([]string{".git", tmpPrefix + "*"}))
+	defaultMatcher  = gitignore.NewMatcher(defaultPatterns)
 )
-
-func mustCompile(lines ...string) []*pattern {
-	ps, err := compileLines(lines, "default rule")
-	if err != nil {
-		panic(err) // the lines above are constants
-	}
-	return ps
-}
 
 // Rules decides which paths are outside what Berth syncs: the default
 // exclusions (.git, node_modules, .env, __pycache__, *.pyc), the workspace's
@@ -56,15 +50,21 @@ func mustCompile(lines ...string) []*pattern {
 // (the last matching line wins, "!" re-includes, a path inside an excluded
 // directory is excluded). Excluded paths are never copied from the
 // workspace, and never modified, deleted or backed up in production.
+//
+// The matching itself is go-git's gitignore package; Rules adds the hard
+// rules, which no "!" line can undo, and the rule that nothing inside an
+// excluded directory can be re-included.
 type Rules struct {
-	hard     []*pattern
-	patterns []*pattern
+	hard    gitignore.Matcher
+	matcher gitignore.Matcher
 }
 
 // LoadRules reads the rules of a workspace: the defaults, then
 // <workspace>/.berthignore when it exists, then extra (gitignore lines, such
-// as a project's configured exclusions). An invalid pattern is a
-// CodeBadRequest error naming its line.
+// as a project's configured exclusions). A .berthignore that is not a
+// regular file, or is larger than 1 MiB, is a CodeBadRequest error. Every
+// line is accepted: a line that is not a valid pattern (such as an unclosed
+// "[") matches nothing.
 func LoadRules(workspace string, extra ...string) (*Rules, error) {
 	root, err := os.OpenRoot(workspace)
 	if err != nil {
@@ -72,7 +72,7 @@ func LoadRules(workspace string, extra ...string) (*Rules, error) {
 	}
 	defer root.Close()
 
-	r := &Rules{hard: hardPatterns, patterns: append([]*pattern(nil), defaultPatterns...)}
+	var lines []string
 	fi, err := root.Lstat(IgnoreFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -90,28 +90,23 @@ func LoadRules(workspace string, extra ...string) (*Rules, error) {
 			return nil, fmt.Errorf("reading %s: %w", IgnoreFile, err)
 		}
 		text := strings.TrimPrefix(string(data), "\ufeff")
-		ps, err := compileLines(strings.Split(text, "\n"), IgnoreFile)
-		if err != nil {
-			return nil, err
-		}
-		r.patterns = append(r.patterns, ps...)
+		lines = strings.Split(text, "\n")
 	}
-	ps, err := compileLines(extra, "extra rule")
-	if err != nil {
-		return nil, err
-	}
-	r.patterns = append(r.patterns, ps...)
-	return r, nil
+	return newRules(append(lines, extra...)), nil
 }
 
 // CompileRules returns the default rules followed by lines (gitignore
-// syntax), without reading any file.
+// syntax), without reading any file. It never fails: a line that is not a
+// valid pattern matches nothing. The error is kept for callers written
+// when invalid lines were refused.
 func CompileRules(lines ...string) (*Rules, error) {
-	ps, err := compileLines(lines, "rule")
-	if err != nil {
-		return nil, err
-	}
-	return &Rules{hard: hardPatterns, patterns: append(append([]*pattern(nil), defaultPatterns...), ps...)}, nil
+	return newRules(lines), nil
+}
+
+// newRules returns the hard rules, and the defaults followed by lines.
+func newRules(lines []string) *Rules {
+	ps := append(append([]gitignore.Pattern(nil), defaultPatterns...), parseLines(lines)...)
+	return &Rules{hard: hardMatcher, matcher: gitignore.NewMatcher(ps)}
 }
 
 // Excluded reports whether rel (relative to the tree's top, '/'-separated)
@@ -122,6 +117,9 @@ func (r *Rules) Excluded(rel string, isDir bool) bool {
 	if rel == "" {
 		return false
 	}
+	// go-git's matcher lets a "!" line re-include a path whose parent
+	// directory is excluded; git does not, so the parents are checked
+	// first, each on its own.
 	for i := 0; i < len(rel); i++ {
 		if rel[i] == '/' && r.excludedSelf(rel[:i], true) {
 			return true
@@ -133,240 +131,50 @@ func (r *Rules) Excluded(rel string, isDir bool) bool {
 // excludedSelf applies the rules to rel alone, its parents being known not
 // to be excluded (the tree walk does not descend into excluded directories).
 func (r *Rules) excludedSelf(rel string, isDir bool) bool {
-	base := rel[strings.LastIndexByte(rel, '/')+1:]
+	parts := strings.Split(rel, "/")
 	if r == nil {
-		return matchAll(hardPatterns, rel, base, isDir) || matchAll(defaultPatterns, rel, base, isDir)
+		return hardMatcher.Match(parts, isDir) || defaultMatcher.Match(parts, isDir)
 	}
-	return matchAll(r.hard, rel, base, isDir) || matchAll(r.patterns, rel, base, isDir)
+	return r.hard.Match(parts, isDir) || r.matcher.Match(parts, isDir)
 }
 
-func matchAll(ps []*pattern, rel, base string, isDir bool) bool {
-	excluded := false
-	for _, p := range ps {
-		if p.negate == excluded && p.match(rel, base, isDir) {
-			excluded = !p.negate
-		}
-	}
-	return excluded
-}
-
-// pattern is one compiled gitignore line.
-type pattern struct {
-	negate   bool
-	dirOnly  bool
-	anchored bool // matched against the whole path; otherwise against the base name
-	// Exactly one of literal (no wildcards), suffix ("*" then a literal,
-	// the common "*.log") and re is used.
-	literal string
-	suffix  string
-	re      *regexp.Regexp
-}
-
-func (p *pattern) match(rel, base string, isDir bool) bool {
-	if p.dirOnly && !isDir {
-		return false
-	}
-	s := base
-	if p.anchored {
-		s = rel
-	}
-	switch {
-	case p.re != nil:
-		return p.re.MatchString(s)
-	case p.suffix != "":
-		return strings.HasSuffix(s, p.suffix)
-	default:
-		return s == p.literal
-	}
-}
-
-// compileLines compiles gitignore lines; where names them in errors.
-func compileLines(lines []string, where string) ([]*pattern, error) {
-	var ps []*pattern
-	for i, line := range lines {
-		p, err := compilePattern(line)
-		if err != nil {
-			return nil, events.Errorf(events.CodeBadRequest, "%s line %d: %q is not a valid pattern: %v", where, i+1, line, err).
-				WithHint("fix or remove that line (gitignore syntax)")
-		}
-		if p != nil {
-			ps = append(ps, p)
-		}
-	}
-	return ps, nil
-}
-
-// compilePattern compiles one gitignore line, or returns nil for a blank
-// line or a comment.
-func compilePattern(line string) (*pattern, error) {
-	line = strings.TrimSuffix(line, "\r")
-	if line == "" || line[0] == '#' {
-		return nil, nil
-	}
-	// Trailing spaces are ignored unless escaped with a backslash.
-	for strings.HasSuffix(line, " ") && !strings.HasSuffix(line, `\ `) {
-		line = line[:len(line)-1]
-	}
-	p := &pattern{}
-	if strings.HasPrefix(line, "!") {
-		p.negate = true
-		line = line[1:]
-	}
-	if strings.HasSuffix(line, "/") {
-		p.dirOnly = true
-		line = strings.TrimRight(line, "/")
-	}
-	if strings.Contains(line, "/") {
-		// A slash at the start or in the middle anchors the pattern at
-		// the top of the tree.
-		p.anchored = true
-		line = strings.TrimLeft(line, "/")
-	}
-	if line == "" {
-		return nil, nil
-	}
-
-	segs := strings.Split(line, "/")
-	// Consecutive "**" segments mean the same as one.
-	kept := segs[:1]
-	for _, s := range segs[1:] {
-		if !(s == "**" && kept[len(kept)-1] == "**") {
-			kept = append(kept, s)
-		}
-	}
-	segs = kept
-
-	var re strings.Builder
-	var lit strings.Builder // the pattern's text while it has no wildcard
-	wild := false
-	re.WriteString("^")
-	for i, seg := range segs {
-		if seg == "**" {
-			wild = true
-			switch {
-			case len(segs) == 1:
-				re.WriteString(".*")
-			case i == 0:
-				re.WriteString("(?:.*/)?") // any leading directories, or none
-			case i == len(segs)-1:
-				re.WriteString("/.*") // everything inside
-			default:
-				re.WriteString("(?:/.*)?") // zero or more directories
-			}
+// parseLines parses gitignore lines relative to the top of the tree,
+// skipping blank lines and comments as go-git does when it reads a
+// .gitignore.
+func parseLines(lines []string) []gitignore.Pattern {
+	var ps []gitignore.Pattern
+	for _, line := range lines {
+		line = strings.TrimSuffix(line, "\r")
+		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
 			continue
 		}
-		if i > 0 && !(i == 1 && segs[0] == "**") {
-			re.WriteString("/")
-			lit.WriteString("/")
+		p := gitignore.ParsePattern(line, nil)
+		if !hasSlash(line) {
+			p = baseNamePattern{p}
 		}
-		if globToRegexp(&re, &lit, seg) {
-			wild = true
-		}
+		ps = append(ps, p)
 	}
-	re.WriteString("$")
-
-	if !wild {
-		p.literal = lit.String()
-		return p, nil
-	}
-	if !p.anchored && len(segs) == 1 && strings.HasPrefix(segs[0], "*") && !strings.ContainsAny(segs[0][1:], `*?[\`) {
-		p.suffix = segs[0][1:]
-		if p.suffix != "" {
-			return p, nil
-		}
-	}
-	compiled, err := regexp.Compile(re.String())
-	if err != nil {
-		return nil, err
-	}
-	p.suffix = ""
-	p.re = compiled
-	return p, nil
+	return ps
 }
 
-// globToRegexp appends the regexp of one path segment of a glob to re, and
-// its unescaped text to lit; it reports whether the segment has wildcards.
-func globToRegexp(re, lit *strings.Builder, seg string) (wild bool) {
-	for i := 0; i < len(seg); i++ {
-		c := seg[i]
-		switch c {
-		case '*':
-			for i+1 < len(seg) && seg[i+1] == '*' {
-				i++
-			}
-			re.WriteString("[^/]*")
-			wild = true
-		case '?':
-			re.WriteString("[^/]")
-			wild = true
-		case '\\':
-			if i+1 < len(seg) {
-				i++
-			}
-			re.WriteString(regexp.QuoteMeta(seg[i : i+1]))
-			lit.WriteByte(seg[i])
-		case '[':
-			if end, class, ok := bracket(seg, i); ok {
-				re.WriteString(class)
-				i = end
-				wild = true
-				continue
-			}
-			re.WriteString(`\[`)
-			lit.WriteByte(c)
-		default:
-			re.WriteString(regexp.QuoteMeta(seg[i : i+1]))
-			lit.WriteByte(c)
-		}
+// hasSlash reports whether go-git's ParsePattern treats line as a path
+// (glob) pattern rather than a name pattern: whether a slash is left once
+// "!", the trailing spaces and one trailing slash are taken off.
+func hasSlash(line string) bool {
+	line = strings.TrimPrefix(line, "!")
+	if !strings.HasSuffix(line, `\ `) {
+		line = strings.TrimRight(line, " ")
 	}
-	return wild
+	return strings.Contains(strings.TrimSuffix(line, "/"), "/")
 }
 
-// bracket translates the bracket expression starting at seg[start] ('[')
-// into a regexp class; end is the index of its closing ']'. ok is false when
-// the bracket is not closed, and then '[' is an ordinary character.
-func bracket(seg string, start int) (end int, class string, ok bool) {
-	var b strings.Builder
-	k := start + 1
-	negate := k < len(seg) && (seg[k] == '!' || seg[k] == '^')
-	if negate {
-		k++
-	}
-	first := true
-	for ; k < len(seg); k++ {
-		c := seg[k]
-		switch {
-		case c == ']' && !first:
-			if negate {
-				return k, "[^/" + b.String() + "]", true
-			}
-			return k, "[" + b.String() + "]", true
-		case c == '\\' && k+1 < len(seg):
-			k++
-			writeClassChar(&b, seg[k], true)
-		case c == '[' && k+1 < len(seg) && seg[k+1] == ':':
-			// A character class such as [:alpha:], which RE2 knows too.
-			j := strings.Index(seg[k+2:], ":]")
-			if j < 0 {
-				return 0, "", false
-			}
-			b.WriteString(seg[k : k+2+j+2])
-			k += 2 + j + 1
-		default:
-			writeClassChar(&b, c, false)
-		}
-		first = false
-	}
-	return 0, "", false
-}
+// baseNamePattern matches a pattern without a slash against the last name
+// of a path only, as git does. go-git matches such a pattern against every
+// name in the path, so that "!src" would re-include src/.env after ".env"
+// and the "*" then "!*/" idiom would re-include every file in a
+// subdirectory; Rules checks the parent directories itself.
+type baseNamePattern struct{ gitignore.Pattern }
 
-// writeClassChar writes c inside a regexp class: as a literal when escaped
-// (so an escaped '-' is no range), else keeping '-' as the range operator.
-func writeClassChar(b *strings.Builder, c byte, escaped bool) {
-	switch {
-	case c == '\\' || c == '[' || c == ']' || c == '^',
-		escaped && c < 0x80 && !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'):
-		b.WriteByte('\\')
-	}
-	b.WriteByte(c)
+func (p baseNamePattern) Match(path []string, isDir bool) gitignore.MatchResult {
+	return p.Pattern.Match(path[len(path)-1:], isDir)
 }
