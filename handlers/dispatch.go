@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -91,6 +92,65 @@ type Dispatcher struct {
 	ClaimSignature  func(ctx context.Context, sig string, seq uint64, ttl time.Duration) (bool, error)
 	SignatureWindow time.Duration
 	Now             func() time.Time
+	// Observer, when set, is told of every answered command (metrics).
+	Observer Observer
+}
+
+// Observer receives measurements of the worker's work, for metrics. The
+// handlers package only reports them; package metrics exports them.
+// Implementations must be safe for concurrent use and must not block.
+type Observer interface {
+	// CommandDone is called once per command answered by running or
+	// refusing it (not for a stored result re-published): its action,
+	// its error code ("" when ok) and how long it took.
+	CommandDone(action string, code events.Code, d time.Duration)
+	// QueryDone is called once per read-only query answered on the
+	// query service: its endpoint, error code ("" when ok) and duration.
+	QueryDone(endpoint string, code events.Code, d time.Duration)
+	// DeployStep is called for each measured step of a deploy.
+	DeployStep(step string, d time.Duration)
+	// StatusCache is called for each status answered: hit when it came
+	// from the cache, miss when Docker was asked (refresh included).
+	StatusCache(hit bool)
+	// LockConflict is called when a mutation finds its project locked.
+	LockConflict()
+	// Redelivery is called when a command is delivered more than once.
+	Redelivery()
+	// Inflight changes the number of commands being worked on in a lane.
+	Inflight(lane string, delta int)
+}
+
+// ObserveResult reports to o what a handler's result says beyond its
+// outcome: whether a status came from the cache, the steps of a deploy,
+// a lock conflict. A nil o is a no-op.
+func ObserveResult(o Observer, action string, data any, err error) {
+	if o == nil {
+		return
+	}
+	switch v := data.(type) {
+	case *StatusReport:
+		if err == nil && v != nil {
+			o.StatusCache(v.Cached)
+		}
+	case *DeployResult:
+		if action == events.ActionDeploy && v != nil {
+			steps := make([]string, 0, len(v.StepsMS))
+			for s := range v.StepsMS {
+				steps = append(steps, s)
+			}
+			sort.Strings(steps)
+			for _, s := range steps {
+				o.DeployStep(s, time.Duration(v.StepsMS[s])*time.Millisecond)
+			}
+		}
+	}
+	if err != nil {
+		// A lock conflict names the holder (ConflictError); a conflict
+		// without one is a full confirmation queue, not a lock.
+		if e := events.AsError(err); e.Code == events.CodeConflict && (e.Data["holder"] != nil || strings.Contains(e.Message, " is locked")) {
+			o.LockConflict()
+		}
+	}
 }
 
 // resumedSeqStep separates the event sequences of successive attempts at
@@ -438,6 +498,14 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 	}
 	if ok {
 		r.log.Info().Int64("duration_ms", dur).Msg("command done")
+	}
+	if o := r.d.Observer; o != nil {
+		var code events.Code
+		if e != nil {
+			code = e.Code
+		}
+		o.CommandDone(r.ev.Action, code, r.d.now().Sub(r.start))
+		ObserveResult(o, r.ev.Action, data, herr)
 	}
 	// The record is written before the result goes out, so whoever sees
 	// the result and sends the command again gets the stored result.

@@ -159,9 +159,15 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 		for m := range msgs.Messages() {
 			got++
 			work.Add(1)
+			if o := in.disp.Observer; o != nil {
+				o.Inflight(name, 1)
+			}
 			go func() {
 				defer work.Done()
 				defer release(sem, 1)
+				if o := in.disp.Observer; o != nil {
+					defer o.Inflight(name, -1)
+				}
 				in.handle(workCtx, m)
 			}()
 		}
@@ -192,6 +198,9 @@ func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
 	if md, err := m.Metadata(); err == nil {
 		del.StreamSeq = md.Sequence.Stream
 		del.NumDelivered = md.NumDelivered
+	}
+	if o := in.disp.Observer; o != nil && del.NumDelivered > 1 {
+		o.Redelivery()
 	}
 	dec := in.disp.Process(ctx, del)
 	var err error
