@@ -1,0 +1,379 @@
+// Package micro serves Berth's read-only queries as a NATS micro service
+// (github.com/nats-io/nats.go/micro): request-reply on
+// berth.q.<project>.status|logs|config|history and berth.q.projects, with
+// the same strict body decoding, signature check, roles and handlers as
+// the command subjects, but no JetStream, no request record and no events:
+// the reply is the answer. `nats micro ls`, `nats micro info berth` and
+// `nats micro stats berth` show the service.
+package micro
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	natsmicro "github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/handlers"
+)
+
+// Version is the query service's version, as `nats micro info` shows it.
+const Version = "1.0.0"
+
+// The endpoint names, as `nats micro info` lists them.
+const (
+	EndpointStatus   = "status"
+	EndpointLogs     = "logs"
+	EndpointConfig   = "config"
+	EndpointHistory  = "history"
+	EndpointProjects = "projects"
+)
+
+// DefaultTimeout bounds the work of one query.
+const DefaultTimeout = 30 * time.Second
+
+// Config configures the query service.
+type Config struct {
+	// Subjects gives the prefix: the service is named after it (berth) and
+	// its endpoints live under <prefix>.q.
+	Subjects events.Subjects
+	// Service holds the handlers and the roles.
+	Service *handlers.Service
+	// Verify, when set, checks a query's signature over its subject and
+	// body (auth.Verifier.Verify); ClaimSignature then refuses a signature
+	// already used within SignatureWindow (a replayed query).
+	Verify          func(subject string, header map[string][]string, body []byte) (string, error)
+	ClaimSignature  func(ctx context.Context, sig string, seq uint64, ttl time.Duration) (bool, error)
+	SignatureWindow time.Duration
+	// Observer, when set, is told of every query answered.
+	Observer handlers.Observer
+	Log      zerolog.Logger
+	// Timeout bounds one query (DefaultTimeout when zero).
+	Timeout time.Duration
+	// QueueGroup shares the queries among workers; "<prefix>-queries"
+	// when empty.
+	QueueGroup string
+	// Metadata is added to the service's metadata (the worker's id).
+	Metadata map[string]string
+}
+
+// Server is the running query service.
+type Server struct {
+	cfg Config
+	nc  *nats.Conn
+	svc natsmicro.Service
+}
+
+// Query is the body of a query: who asks, and the action's arguments.
+type Query struct {
+	// ID is accepted for symmetry with commands and ignored: a query has
+	// no record and no events.
+	ID   string          `json:"id,omitempty"`
+	User string          `json:"user"`
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+// ProjectsResult is the answer of berth.q.projects.
+type ProjectsResult struct {
+	Projects []string `json:"projects"`
+	Count    int      `json:"count"`
+}
+
+// endpoint is one query endpoint.
+type endpoint struct {
+	name    string
+	action  string // the command action it serves; "" for projects
+	handler handlers.HandlerFunc
+}
+
+// Start registers the service and its endpoints on nc.
+func Start(nc *nats.Conn, cfg Config) (*Server, error) {
+	if cfg.Service == nil {
+		return nil, errors.New("micro: a handlers.Service is required")
+	}
+	if cfg.Subjects.Prefix == "" {
+		cfg.Subjects = events.NewSubjects("")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = cfg.Subjects.Prefix + "-queries"
+	}
+	s := &Server{cfg: cfg, nc: nc}
+	md := map[string]string{"prefix": cfg.Subjects.Prefix, "signed": fmt.Sprint(cfg.Verify != nil)}
+	for k, v := range cfg.Metadata {
+		md[k] = v
+	}
+	svc, err := natsmicro.AddService(nc, natsmicro.Config{
+		Name:        cfg.Subjects.Prefix,
+		Version:     Version,
+		Description: "Berth read-only queries: status, logs, config and history of a project, and the projects a user may view",
+		Metadata:    md,
+		QueueGroup:  cfg.QueueGroup,
+		ErrorHandler: func(_ natsmicro.Service, e *natsmicro.NATSError) {
+			cfg.Log.Error().Str("subject", e.Subject).Str("error", e.Description).Msg("query service error")
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query service: %w", err)
+	}
+	s.svc = svc
+	svcs := cfg.Service
+	for _, ep := range []endpoint{
+		{EndpointStatus, events.ActionStatus, svcs.Status},
+		{EndpointLogs, events.ActionLogs, svcs.Logs},
+		{EndpointConfig, events.ActionConfigGet, svcs.ConfigGet},
+		{EndpointHistory, events.ActionHistory, svcs.History},
+	} {
+		subject := s.Subject("*", ep.name)
+		err := svc.AddEndpoint(ep.name, natsmicro.HandlerFunc(func(r natsmicro.Request) { s.serve(r, ep) }),
+			natsmicro.WithEndpointSubject(subject),
+			natsmicro.WithEndpointMetadata(map[string]string{"action": ep.action, "role": handlers.RequiredRole(ep.action),
+				"subject": s.Subject("<project>", ep.name)}))
+		if err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("query endpoint %s: %w", ep.name, err)
+		}
+	}
+	err = svc.AddEndpoint(EndpointProjects, natsmicro.HandlerFunc(func(r natsmicro.Request) {
+		s.serve(r, endpoint{name: EndpointProjects})
+	}), natsmicro.WithEndpointSubject(s.ProjectsSubject()),
+		natsmicro.WithEndpointMetadata(map[string]string{"role": "any: lists the projects the user may view"}))
+	if err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("query endpoint %s: %w", EndpointProjects, err)
+	}
+	return s, nil
+}
+
+// Subject is the subject of a project's query endpoint.
+func (s *Server) Subject(project, endpoint string) string {
+	return s.cfg.Subjects.Prefix + ".q." + project + "." + endpoint
+}
+
+// ProjectsSubject is the subject of the projects endpoint.
+func (s *Server) ProjectsSubject() string { return s.cfg.Subjects.Prefix + ".q.projects" }
+
+// Info returns the service's description, as $SRV.INFO answers it.
+func (s *Server) Info() natsmicro.Info { return s.svc.Info() }
+
+// Stop drains the endpoints: queries being answered finish, new ones go
+// to other workers of the queue group.
+func (s *Server) Stop() error {
+	if s == nil || s.svc == nil || s.svc.Stopped() {
+		return nil
+	}
+	return s.svc.Stop()
+}
+
+// serve answers one query. It runs on the endpoint's subscription, so an
+// endpoint answers one query at a time per worker; more workers in the
+// queue group answer more at once.
+func (s *Server) serve(r natsmicro.Request, ep endpoint) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	log := s.cfg.Log.With().Str("query", ep.name).Str("subject", r.Subject()).Logger()
+	ctx = log.WithContext(ctx)
+
+	data, err := s.answer(ctx, r, ep, &log)
+	var body []byte
+	if err == nil {
+		if body, err = json.Marshal(data); err != nil {
+			err = events.AsError(fmt.Errorf("encode answer: %w", err))
+		} else if max := s.nc.MaxPayload(); max > 0 && int64(len(body)) > max {
+			err = events.Errorf(events.CodeBadRequest, "the answer is %d bytes, more than a NATS message may carry (%d)", len(body), max).
+				WithHint("ask for less (tail, limit), or use the command subject, whose events carry any size")
+		}
+	}
+	var code events.Code
+	if err != nil {
+		e := events.AsError(err)
+		code = e.Code
+		if code == events.CodeInternal {
+			log.Error().Err(err).Msg("query failed")
+		} else {
+			log.Debug().Str("code", string(code)).Str("error", e.Message).Msg("query refused")
+		}
+		errBody, _ := json.Marshal(e)
+		if rerr := r.Error(string(e.Code), headerValue(e.Message), errBody); rerr != nil {
+			log.Warn().Err(rerr).Msg("cannot send the query's error")
+		}
+	} else if rerr := r.Respond(body); rerr != nil {
+		log.Warn().Err(rerr).Msg("cannot send the query's answer")
+	}
+	if o := s.cfg.Observer; o != nil {
+		o.QueryDone(ep.name, code, time.Since(start))
+		if ep.action != "" {
+			handlers.ObserveResult(o, ep.action, data, err)
+		}
+	}
+}
+
+// answer checks and runs one query; its error is an *events.Error.
+func (s *Server) answer(ctx context.Context, r natsmicro.Request, ep endpoint, log *zerolog.Logger) (any, error) {
+	subject, body := r.Subject(), r.Data()
+	if s.cfg.Verify != nil {
+		sig, err := s.cfg.Verify(subject, r.Headers(), body)
+		if err != nil {
+			return nil, err
+		}
+		if s.cfg.ClaimSignature != nil {
+			// Sequence 0: a query is never redelivered, so any second use
+			// of a signature is a replay.
+			fresh, err := s.cfg.ClaimSignature(ctx, sig, 0, 2*s.cfg.SignatureWindow+time.Minute)
+			if err != nil {
+				return nil, err
+			}
+			if !fresh {
+				return nil, events.Errorf(events.CodeUnauthorized, "this signed query was already used").
+					WithHint("sign every query anew, with a fresh timestamp")
+			}
+		}
+	}
+	project := ""
+	if ep.action != "" {
+		project = s.projectOf(subject)
+		if !events.ValidProject(project) {
+			return nil, events.Errorf(events.CodeBadRequest, "project name %q is not valid", project).
+				WithHint("use lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters")
+		}
+	}
+	q, err := DecodeQuery(body)
+	if err != nil {
+		return nil, err
+	}
+	*log = log.With().Str("user", q.User).Logger()
+	ctx = log.WithContext(ctx)
+	if ep.action == "" {
+		return s.projects(ctx, q)
+	}
+	req := &handlers.Request{ID: "q-" + strings.ReplaceAll(uuid.NewString(), "-", ""), Project: project, Action: ep.action,
+		User: q.User, Args: q.Args, Received: time.Now(), Delivery: 1}
+	if err := s.cfg.Service.Authorize(ctx, req); err != nil {
+		return nil, err
+	}
+	if ep.action == events.ActionLogs {
+		var a handlers.LogsArgs
+		if err := events.DecodeArgs(q.Args, &a); err != nil {
+			return nil, err
+		}
+		if a.FollowS != 0 {
+			return nil, events.Errorf(events.CodeBadRequest, "follow is only available on the command subject").
+				WithHint(fmt.Sprintf("publish the logs command on %s.cmd.%s.logs and subscribe to its events, or leave follow_s out", s.cfg.Subjects.Prefix, project))
+		}
+	}
+	return safeHandle(ctx, ep.handler, req)
+}
+
+// projects lists the projects the user may view: all of them for a
+// global admin, else those where the user has a role or that allow
+// anonymous viewers.
+func (s *Server) projects(ctx context.Context, q *Query) (any, error) {
+	if err := events.DecodeArgs(q.Args, &struct{}{}); err != nil {
+		return nil, err
+	}
+	names, err := s.cfg.Service.Store.ListProjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &ProjectsResult{Projects: []string{}}
+	for _, p := range names {
+		err := s.cfg.Service.Authorize(ctx, &handlers.Request{Project: p, Action: events.ActionStatus, User: q.User})
+		switch {
+		case err == nil:
+			res.Projects = append(res.Projects, p)
+		case events.ErrorCode(err) == events.CodeForbidden:
+		default:
+			return nil, err
+		}
+	}
+	res.Count = len(res.Projects)
+	return res, nil
+}
+
+// projectOf returns the project token of <prefix>.q.<project>.<endpoint>.
+func (s *Server) projectOf(subject string) string {
+	rest, _ := strings.CutPrefix(subject, s.cfg.Subjects.Prefix+".q.")
+	project, _, _ := strings.Cut(rest, ".")
+	return project
+}
+
+// DecodeQuery decodes a query body as strictly as a command body: a JSON
+// object with user (required) and args; unknown fields, wrong types,
+// invalid UTF-8 and trailing data are bad_request.
+func DecodeQuery(body []byte) (*Query, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, events.Errorf(events.CodeBadRequest, "the query body is empty").
+			WithHint(`send a JSON object, at least {"user":"<platform>:<id>"}`)
+	}
+	if !utf8.Valid(body) {
+		return nil, events.Errorf(events.CodeBadRequest, "the query body is not valid UTF-8").
+			WithHint("encode the JSON body as UTF-8")
+	}
+	var q Query
+	if err := events.DecodeStrict(body, &q); err != nil {
+		return nil, events.Errorf(events.CodeBadRequest, "the query body is not a valid query: %s", err).
+			WithHint(`fields are user and args (id is accepted and ignored); see docs/protocol.md`)
+	}
+	if err := (&events.Command{User: q.User}).Validate(); err != nil {
+		return nil, err
+	}
+	return &q, nil
+}
+
+func safeHandle(ctx context.Context, h handlers.HandlerFunc, req *handlers.Request) (data any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			zerolog.Ctx(ctx).Error().Interface("panic", p).Msg("query handler panicked")
+			data, err = nil, events.Errorf(events.CodeInternal, "the worker failed while answering this query: %v", p).
+				WithHint("report this with the time and the subject")
+		}
+	}()
+	return h(ctx, req, dropReporter{})
+}
+
+// dropReporter is the Reporter of a query: a query has no events, so
+// progress is dropped, and log lines that do not fit in the answer are an
+// error rather than lost.
+type dropReporter struct{}
+
+func (dropReporter) Progress(string, string, int, int) {}
+
+func (dropReporter) Log([]events.LogLine) error {
+	return events.Errorf(events.CodeBadRequest, "the log lines are too many for a query's answer").
+		WithHint("ask for fewer lines (tail, since, grep), or use the command subject, whose log events carry any amount")
+}
+
+func (dropReporter) Confirm(string, time.Time, any) error {
+	return events.Errorf(events.CodeBadRequest, "a query cannot ask for confirmation").
+		WithHint("use the command subject")
+}
+
+// headerValue makes s fit a NATS header value: one line, not empty, and
+// bounded (the whole message is in the body as well).
+func headerValue(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if s == "" {
+		return "error"
+	}
+	const maxLen = 1024
+	if len(s) > maxLen {
+		n := maxLen
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
+	}
+	return s
+}
