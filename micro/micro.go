@@ -153,6 +153,10 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("query endpoint %s: %w", EndpointProjects, err)
 	}
+	// The subscriptions reach the server asynchronously: make sure it has
+	// them before the worker says it is ready. While disconnected they are
+	// sent on reconnection, so a failed flush is not an error.
+	_ = nc.FlushTimeout(5 * time.Second)
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,6 +40,9 @@ type Config struct {
 	AckWait   time.Duration
 	LogLevel  string
 	LogFormat string
+	// HTTPAddr is where /metrics, /healthz and /readyz are served; empty
+	// (or "off") disables the HTTP server.
+	HTTPAddr string
 
 	RedactPatterns  []string
 	NoDefaultRedact bool
@@ -91,6 +95,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.DurationVar(&c.AckWait, "ack-wait", envDuration(getenv, "BERTH_ACK_WAIT", 30*time.Second), "JetStream AckWait of the command consumers")
 	fs.StringVar(&c.LogLevel, "log-level", env("BERTH_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", env("BERTH_LOG_FORMAT", "json"), "json, or console for people")
+	fs.StringVar(&c.HTTPAddr, "http-addr", env("BERTH_HTTP_ADDR", "127.0.0.1:9090"), `host:port of the HTTP server for /metrics, /healthz and /readyz; "" or "off" disables it`)
 	fs.DurationVar(&c.ConfirmTTL, "confirm-ttl", envDuration(getenv, "BERTH_CONFIRM_TTL", 5*time.Minute), "how long a confirmation token is valid")
 	fs.DurationVar(&c.VerifyTimeout, "verify-timeout", envDuration(getenv, "BERTH_VERIFY_TIMEOUT", 90*time.Second), "how long services may take to become healthy after a mutation")
 	fs.DurationVar(&c.Stabilize, "stabilize", envDuration(getenv, "BERTH_STABILIZE", 3*time.Second), "how long a service without healthcheck must run unchanged to count as up")
@@ -133,6 +138,9 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	}
 	if c.NATSURL == "" && c.RedisURL == "" {
 		c.Dev = true
+	}
+	if strings.EqualFold(c.HTTPAddr, "off") {
+		c.HTTPAddr = ""
 	}
 	c.setDefaults(getenv)
 	return c, c.Validate()
@@ -199,6 +207,11 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, errors.New("--ack-wait must be at least 1s"))
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--http-addr %q must be host:port (127.0.0.1:9090, :9090), or empty to disable the HTTP server", c.HTTPAddr))
+		}
 	}
 	switch c.LogFormat {
 	case "json", "console":

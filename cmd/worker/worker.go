@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +19,8 @@ import (
 	"github.com/berth-ops/berth/docker"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
+	"github.com/berth-ops/berth/metrics"
+	"github.com/berth-ops/berth/micro"
 	"github.com/berth-ops/berth/natsbus"
 	"github.com/berth-ops/berth/redact"
 	"github.com/berth-ops/berth/store"
@@ -32,6 +36,20 @@ type Worker struct {
 	intake *natsbus.Intake
 	cancel context.CancelFunc
 	done   chan error
+	// metrics are the worker's Prometheus collectors; http serves them
+	// with /healthz and /readyz (nil when --http-addr is empty).
+	metrics *metrics.Metrics
+	http    *metrics.Server
+	// queries is the read-only query service (berth.q.>); qmu guards it
+	// and qstopped, which keeps a shutdown that came first from being
+	// followed by a start.
+	qmu      sync.Mutex
+	queries  *micro.Server
+	qstopped bool
+	// serving is set while the intake pulls commands (for /readyz).
+	serving atomic.Bool
+	// HTTPAddr is the address the HTTP server listens on, or "".
+	HTTPAddr string
 	// NATSURL is the NATS URL the worker is connected to.
 	NATSURL string
 	// RedisURL is the store's address (without credentials).
@@ -41,7 +59,7 @@ type Worker struct {
 // Start connects to NATS, Redis and Docker (starting the embedded servers
 // in dev mode), declares the streams and starts pulling commands.
 func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err error) {
-	w = &Worker{log: log, done: make(chan error, 1)}
+	w = &Worker{log: log, done: make(chan error, 1), metrics: metrics.New()}
 	defer func() {
 		if err != nil {
 			w.Close()
@@ -84,6 +102,8 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	if err != nil {
 		return nil, err
 	}
+	// Health and metrics are served from here on, through recovery.
+	w.startHTTP(cfg.HTTPAddr)
 
 	svc, err := handlers.NewService(w.store, w.engine, handlers.Config{
 		Admins: cfg.Admins, Roots: cfg.Roots, StatusTTL: cfg.StatusTTL, StateDir: cfg.StateDir, ConfirmTTL: cfg.ConfirmTTL,
@@ -110,10 +130,13 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	disp := &handlers.Dispatcher{
 		Mux: mux, Store: w.store, Emitter: natsbus.NewEmitter(w.nc, js), Subjects: subjects,
 		Log: log, WorkerID: fmt.Sprintf("%s/%d", host, os.Getpid()), Heartbeat: cfg.AckWait / 3,
-		Authorize: svc.Authorize,
+		Authorize: svc.Authorize, Observer: w.metrics,
 	}
+	qcfg := micro.Config{Subjects: subjects, Service: svc, Observer: w.metrics, Log: log.With().Str("component", "queries").Logger(),
+		Metadata: map[string]string{"worker": disp.WorkerID}}
 	if v := (&auth.Verifier{Secrets: cfg.SignSecrets, Window: cfg.SignWindow}); v.Enabled() {
 		disp.Verify, disp.ClaimSignature, disp.SignatureWindow = v.Verify, w.store.ClaimSignature, cfg.SignWindow
+		qcfg.Verify, qcfg.ClaimSignature, qcfg.SignatureWindow = v.Verify, w.store.ClaimSignature, cfg.SignWindow
 		log.Info().Int("secrets", len(cfg.SignSecrets)).Dur("window", cfg.SignWindow).Msg("signed commands required")
 	}
 	if len(cfg.Admins) == 0 {
@@ -123,8 +146,21 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	}
 	w.intake = natsbus.NewIntake(natsbus.IntakeConfig{Topology: topo, FastSlots: cfg.FastSlots, SlowSlots: cfg.SlowSlots, Grace: cfg.Grace}, w.nc, js, disp, log)
 
-	runCtx, cancelRun := context.WithCancel(ctx)
-	w.cancel = cancelRun
+	// Shutdown, by Stop or by ctx ending (a signal), stops the query
+	// service before the intake stops pulling commands.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	w.cancel = func() {
+		w.stopQueries()
+		w.serving.Store(false)
+		cancelRun()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			w.cancel()
+		case <-runCtx.Done():
+		}
+	}()
 	go func() { w.done <- w.intake.Run(runCtx) }()
 	select {
 	case <-w.intake.Ready():
@@ -134,6 +170,10 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	w.serving.Store(true)
+	if err := w.startQueries(qcfg); err != nil {
+		return nil, err
+	}
 	log.Info().Str("nats", natsURL).Str("prefix", cfg.Prefix).Strs("roots", cfg.Roots).Str("state_dir", cfg.StateDir).
 		Strs("actions", mux.Actions()).Msg("worker ready")
 	return w, nil
@@ -142,8 +182,44 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 // Ready is closed when the worker serves commands.
 func (w *Worker) Ready() <-chan struct{} { return w.intake.Ready() }
 
-// Stop begins a graceful shutdown; Wait returns when it is over.
+// Stop begins a graceful shutdown; Wait returns when it is over. The
+// query service stops first (its queries in progress are answered), then
+// the intake stops pulling commands.
 func (w *Worker) Stop() { w.cancel() }
+
+func (w *Worker) startQueries(cfg micro.Config) error {
+	w.qmu.Lock()
+	defer w.qmu.Unlock()
+	if w.qstopped {
+		return nil
+	}
+	q, err := micro.Start(w.nc, cfg)
+	if err != nil {
+		return err
+	}
+	w.queries = q
+	w.log.Info().Str("subjects", cfg.Subjects.Prefix+".q.>").Str("service", cfg.Subjects.Prefix).Msg("query service started")
+	return nil
+}
+
+// stopQueries drains the query service: queries received are answered,
+// new ones go to other workers. It is idempotent.
+func (w *Worker) stopQueries() {
+	w.qmu.Lock()
+	defer w.qmu.Unlock()
+	if w.qstopped {
+		return
+	}
+	w.qstopped = true
+	if w.queries == nil {
+		return
+	}
+	if err := w.queries.Stop(); err != nil {
+		w.log.Warn().Err(err).Msg("cannot stop the query service cleanly")
+		return
+	}
+	w.log.Info().Msg("query service stopped")
+}
 
 // Wait blocks until the intake has stopped and in-flight work is over.
 func (w *Worker) Wait() error {
@@ -156,8 +232,15 @@ func (w *Worker) Wait() error {
 // (flushing pending events) first, then Redis, then Docker, then the
 // embedded servers of dev mode. Call it after Wait.
 func (w *Worker) Close() {
+	w.stopQueries()
+	w.serving.Store(false)
 	if w.cancel != nil {
 		w.cancel()
+	}
+	if w.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = w.http.Shutdown(ctx)
+		cancel()
 	}
 	if w.nc != nil {
 		if err := w.nc.Drain(); err != nil {
@@ -175,6 +258,46 @@ func (w *Worker) Close() {
 	}
 	if w.dev != nil {
 		w.dev.close()
+	}
+}
+
+// startHTTP serves /metrics, /healthz and /readyz on addr. A failure to
+// listen is logged, not fatal: the worker's commands matter more than its
+// metrics, and /healthz failing to answer shows the problem to a prober.
+func (w *Worker) startHTTP(addr string) {
+	if addr == "" {
+		return
+	}
+	ready := &metrics.Ready{Timeout: 2 * time.Second, Checks: w.readinessChecks()}
+	srv, err := metrics.Listen(addr, metrics.Mux(w.metrics, ready), func(err error) {
+		w.log.Error().Err(err).Msg("http server stopped")
+	})
+	if err != nil {
+		w.log.Error().Err(err).Str("addr", addr).Msg("cannot serve /metrics, /healthz and /readyz: choose another --http-addr, or set it empty to disable the HTTP server")
+		return
+	}
+	w.http, w.HTTPAddr = srv, srv.Addr()
+	w.log.Info().Str("addr", w.HTTPAddr).Msg("serving /metrics, /healthz and /readyz")
+}
+
+// readinessChecks are the checks of /readyz: NATS connected (and
+// answering a ping), Redis and Docker answering, the intake pulling.
+func (w *Worker) readinessChecks() []metrics.Check {
+	return []metrics.Check{
+		{Name: "nats", Probe: func(ctx context.Context) error {
+			if st := w.nc.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("connection is %s", st)
+			}
+			return w.nc.FlushWithContext(ctx)
+		}},
+		{Name: "redis", Probe: w.store.Ping},
+		{Name: "docker", Probe: w.engine.Ping},
+		{Name: "commands", Probe: func(context.Context) error {
+			if !w.serving.Load() {
+				return errors.New("the intake is not pulling commands (starting or stopping)")
+			}
+			return nil
+		}},
 	}
 }
 
