@@ -59,6 +59,12 @@ func connect(o *options, errw io.Writer, onErr func(error)) (*nats.Conn, error) 
 	if o.natsUser != "" {
 		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
 	}
+	if o.token != "" {
+		opts = append(opts, nats.Token(o.token))
+	}
+	if o.tlsFirst {
+		opts = append(opts, nats.TLSHandshakeFirst())
+	}
 	if o.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(o.tlsCA))
 	}

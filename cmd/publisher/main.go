@@ -3,6 +3,7 @@
 //
 //	publisher [flags] <action> <project> [--arg k=v ...]
 //	publisher [flags] --follow <request-id>
+//	publisher completion bash|zsh|fish
 //
 // It subscribes to berth.evt.<project>.<id>.> before it publishes the
 // command on berth.cmd.<project>.<action>, so no event is missed. With
@@ -13,7 +14,13 @@
 // Berth-Timestamp and Berth-Signature headers of package auth. It connects
 // with the worker's NATS options (--nats-creds, --nats-nkey, --nats-user and
 // --nats-password, --nats-tls-ca, --nats-tls-cert, --nats-tls-key, and their
-// BERTH_NATS_* variables); docs/security.md has the permissions a bot needs.
+// BERTH_NATS_* variables), or with a context of the nats CLI (--context
+// NAME); docs/security.md has the permissions a bot needs.
+//
+// On a terminal it shows progress live (a status line with the step, a
+// progress bar and the time taken, build output above it) and uses
+// colours; otherwise it prints plain lines. --json prints every event as
+// one JSON line.
 //
 // Exit codes: 0 the result is ok; 1 the result is an error; 2 bad usage;
 // 3 no result within --timeout, no worker stream, or a connection error.
@@ -79,6 +86,9 @@ type options struct {
 	tlsCert      string
 	tlsKey       string
 	inboxPrefix  string
+	token        string // from a NATS context
+	tlsFirst     bool   // from a NATS context
+	contextName  string
 
 	// signSecret is the secret commands are signed with (auth.Sign);
 	// nil when they are not signed.
@@ -127,6 +137,8 @@ func newFlagSet(o *options, sec *secretFlags, pairs *stringList, argsJSON *strin
 	fs.StringVar(&o.server, "server", server, "NATS server URL(s), comma separated (env BERTH_NATS_URL)")
 	fs.StringVar(&o.server, "s", server, "shorthand for --server")
 	fs.StringVar(&o.server, "nats-url", server, "same as --server (the worker's name for it)")
+	fs.StringVar(&o.contextName, "context", getenv("BERTH_NATS_CONTEXT"),
+		"connect as the nats CLI's context `NAME` (~/.config/nats/context/NAME.json, or a path to one); flags and BERTH_NATS_* variables override it (env BERTH_NATS_CONTEXT)")
 
 	// NATS authentication and TLS: each under the worker's flag name, with
 	// the worker's environment variable, and under a short name.
@@ -227,6 +239,22 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if !validPrefix(o.prefix) {
 		return nil, usagef("--prefix %q is not a valid subject prefix", o.prefix)
 	}
+	o.natsPassword = sec.natsPassword
+	if o.natsPassword == "" {
+		o.natsPassword = getenv("BERTH_NATS_PASSWORD")
+	}
+	if o.contextName != "" {
+		c, err := loadNATSContext(o.contextName, getenv)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if sec.natsPassword != "" {
+			set["nats-password"] = true
+		}
+		applyNATSContext(o, c, set, getenv)
+	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return nil, usagef("--nats-tls-cert and --nats-tls-key go together")
 	}
@@ -235,10 +263,6 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	}
 	if o.inboxPrefix != "" && !validPrefix(o.inboxPrefix) {
 		return nil, usagef("--nats-inbox-prefix %q is not a valid subject prefix", o.inboxPrefix)
-	}
-	o.natsPassword = sec.natsPassword
-	if o.natsPassword == "" {
-		o.natsPassword = getenv("BERTH_NATS_PASSWORD")
 	}
 	if o.natsPassword != "" && o.natsUser == "" {
 		return nil, usagef("--nats-password needs --nats-user")
@@ -354,6 +378,7 @@ func printUsage(w io.Writer, getenv func(string) string) {
 	fs := newFlagSet(o, &sec, &pairs, &argsJSON, getenv)
 	fmt.Fprintf(w, `usage: %[1]s [flags] <action> <project> [--arg k=v ...]
        %[1]s [flags] --follow <request-id>
+       %[1]s completion bash|zsh|fish
 
 actions: %[2]s
 
@@ -362,6 +387,8 @@ examples:
   %[1]s logs myproj --arg service=web --arg tail=100 --arg grep=error
   %[1]s deploy myproj            (then confirm with --confirm <token>)
   %[1]s status myproj --json
+  %[1]s status myproj --context prod        (a context of the nats CLI)
+  source <(%[1]s completion bash)           (shell completion; also zsh, fish)
 
 flags:
 `, progName, strings.Join(events.Actions(), ", "))
@@ -372,6 +399,10 @@ flags:
 // run is the whole command: it parses args, sends the command (or follows
 // a request) and prints its events. It returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "completion" {
+		return runCompletion(args[1:], stdout, stderr)
+	}
+	rawStderr := stderr
 	stderr = &lockedWriter{w: stderr} // the NATS error handler writes from another goroutine
 	o, err := parseArgs(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -385,10 +416,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	colorOK := !o.noColor && os.Getenv("NO_COLOR") == ""
 	r := &renderer{
 		out:      stdout,
 		errw:     stderr,
-		color:    !o.noColor && os.Getenv("NO_COLOR") == "" && isTerminal(stdout),
+		color:    colorOK && isTerminal(stdout),
+		errColor: colorOK && isTerminal(rawStderr),
 		jsonMode: o.jsonOut,
 		quiet:    o.quiet,
 		id:       o.id,
@@ -396,6 +429,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		project:  o.project,
 		args:     o.args,
 		now:      time.Now,
+	}
+	if !o.jsonOut && !o.quiet {
+		// A live view only on a terminal; plain lines otherwise.
+		if lv := newLiveView(rawStderr, r.errColor, os.Getenv); lv != nil {
+			r.live = lv
+			lv.w = stderr
+			lv.start(100 * time.Millisecond)
+			defer lv.stop(false)
+		}
 	}
 	deadline := time.Now().Add(o.timeout)
 
@@ -467,6 +509,7 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 		expired := wctx.Err() != nil
 		cancel()
 		if err != nil {
+			r.stopLive()
 			switch {
 			case deniedCause(ctx) != nil:
 				fmt.Fprintf(r.errw, "error: %v\n", deniedCause(ctx))
@@ -492,13 +535,13 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 		}
 		var ev events.Event
 		if err := json.Unmarshal(data, &ev); err != nil {
-			fmt.Fprintf(r.errw, "warning: ignoring an event that is not valid JSON: %v\n", err)
+			r.warnf("warning: ignoring an event that is not valid JSON: %v\n", err)
 			continue
 		}
 		if ev.RequestID != r.id || (r.project != "" && ev.Project != r.project) {
 			// Another request's result published on this one's subject,
 			// such as through a reply_to aimed here.
-			fmt.Fprintf(r.errw, "warning: ignoring an event of request %q of project %q on the subject of request %s\n",
+			r.warnf("warning: ignoring an event of request %q of project %q on the subject of request %s\n",
 				ev.RequestID, ev.Project, r.id)
 			continue
 		}

@@ -52,6 +52,12 @@ type renderer struct {
 	project   string          // idem
 	args      json.RawMessage // the command's args, repeated in the confirm command line
 	now       func() time.Time
+	errColor  bool      // ANSI colours on errw
+	live      *liveView // progress on a terminal; nil: plain lines
+
+	// planToken is the token of the confirm event whose plan was printed:
+	// a result carrying the same plan and token does not print it again.
+	planToken string
 }
 
 // event prints one event; raw is its body as received.
@@ -72,6 +78,21 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 	if project == "" {
 		project = r.project
 	}
+	if r.live != nil {
+		switch ev.Kind {
+		case events.KindProgress:
+			if !r.quiet {
+				r.live.progress(ev)
+			}
+			return
+		case events.KindResult:
+			r.live.stop(exitCodeFor(ev) == exitOK)
+		default:
+			// Nothing else may land in the middle of the status line.
+			r.live.suspend()
+			defer r.live.resume()
+		}
+	}
 	switch ev.Kind {
 	case events.KindAccepted:
 		if !r.quiet {
@@ -79,7 +100,7 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 			if id == "" {
 				id = r.id
 			}
-			fmt.Fprintf(r.errw, "accepted %s\n", id)
+			fmt.Fprintf(r.errw, "%s %s\n", paint(r.errColor, ansiDim, "accepted"), id)
 		}
 	case events.KindProgress:
 		if !r.quiet {
@@ -100,13 +121,50 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 			now = r.now()
 		}
 		renderConfirm(r.out, ev, action, project, cmdline, now, r.color)
+		r.planToken = ev.Token
 	case events.KindResult:
-		renderResult(r.out, r.errw, ev, action, r.quiet, r.color)
+		if r.planShown(ev) {
+			// The data repeats the plan just printed with its token.
+			c := *ev
+			c.Data = nil
+			ev = &c
+		}
+		renderResult(r.out, r.errw, ev, action, r.quiet, r.color, r.errColor)
 	default:
 		if !r.quiet {
 			fmt.Fprintf(r.errw, "event %s: %s\n", ev.Kind, bytes.TrimSpace(raw))
 		}
 	}
+}
+
+// stopLive ends the live view, if any, with the current step failed.
+func (r *renderer) stopLive() {
+	if r.live != nil {
+		r.live.stop(false)
+	}
+}
+
+// warnf prints a warning on errw, outside the live status line.
+func (r *renderer) warnf(format string, a ...any) {
+	if r.live != nil {
+		r.live.suspend()
+		defer r.live.resume()
+	}
+	fmt.Fprintf(r.errw, format, a...)
+}
+
+// planShown reports whether ev is a result whose data is the
+// confirmation already printed from a confirm event: a plan with the
+// same token (confirmation_required, or plan_changed with a new plan and
+// token, which the worker also sends as a confirm event).
+func (r *renderer) planShown(ev *events.Event) bool {
+	if r.planToken == "" || ev.Error == nil || len(ev.Data) == 0 {
+		return false
+	}
+	var d struct {
+		Token string `json:"token"`
+	}
+	return json.Unmarshal(ev.Data, &d) == nil && d.Token == r.planToken
 }
 
 // formatProgress formats a progress event as "[step] message (done/total)".
@@ -204,22 +262,26 @@ func renderConfirm(w io.Writer, ev *events.Event, action, project, cmdline strin
 
 // renderResult prints a result event: its data, readable for status and
 // logs and as indented JSON otherwise, or its error and hint on errw.
-func renderResult(out, errw io.Writer, ev *events.Event, action string, quiet, color bool) {
+func renderResult(out, errw io.Writer, ev *events.Event, action string, quiet, color, errColor bool) {
 	ok := exitCodeFor(ev) == exitOK
 	data := bytes.TrimSpace(ev.Data)
 	hasData := len(data) > 0 && string(data) != "null"
 	if !ok {
+		label := paint(errColor, ansiRed+";"+ansiBold, "error:")
 		if e := ev.Error; e != nil {
-			fmt.Fprintf(errw, "error: %s: %s\n", e.Code, e.Message)
+			if e.Code == events.CodeConfirmationRequired {
+				label = paint(errColor, ansiYellow+";"+ansiBold, "error:")
+			}
+			fmt.Fprintf(errw, "%s %s: %s\n", label, e.Code, e.Message)
 			if e.Hint != "" {
-				fmt.Fprintf(errw, "hint: %s\n", e.Hint)
+				fmt.Fprintf(errw, "%s %s\n", paint(errColor, ansiBold, "hint:"), e.Hint)
 			}
 			if len(e.Data) > 0 {
 				d, _ := json.Marshal(e.Data)
 				fmt.Fprintf(errw, "details: %s\n", d)
 			}
 		} else {
-			fmt.Fprintln(errw, "error: the request failed without saying why")
+			fmt.Fprintf(errw, "%s the request failed without saying why\n", label)
 		}
 		if hasData {
 			renderJSON(out, data)
@@ -241,7 +303,7 @@ func renderResult(out, errw io.Writer, ev *events.Event, action string, quiet, c
 		}
 	}
 	if !quiet {
-		msg := "ok"
+		msg := paint(errColor, ansiGreen, "ok")
 		if ev.DurationMS != nil {
 			msg += " in " + formatDuration(time.Duration(*ev.DurationMS)*time.Millisecond)
 		}
