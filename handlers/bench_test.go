@@ -51,4 +51,4 @@ func BenchmarkDecodeCommand(b *testing.B) {
 type discardEmitter struct{}
 
 func (discardEmitter) Emit(context.Context, string, string, []byte, bool) error { return nil }
-func (discardEmitter) Reply(context.Context, string, []byte) error             { return nil }
+func (discardEmitter) Reply(context.Context, string, []byte) error              { return nil }

@@ -215,7 +215,7 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	if decErr != nil {
 		return r.finish(ctx, nil, decErr)
 	}
-	if rt := cmd.ReplyTo; rt != "" && (strings.HasPrefix(rt, "$") || strings.HasPrefix(rt, d.Subjects.Prefix+".")) {
+	if rt := cmd.ReplyTo; rt != "" && d.reservedSubject(rt) {
 		// The worker may publish where a bot may not: never on its own
 		// subjects or the server's API on a bot's behalf.
 		r.replyTo = ""
@@ -275,6 +275,20 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	data, herr := safeHandle(ctx, h, req, r)
 	stop()
 	return r.finish(ctx, data, herr)
+}
+
+// reservedSubject reports whether a reply_to names the server's API or one
+// of the worker's own subject spaces (commands, events, audit, queries).
+func (d *Dispatcher) reservedSubject(s string) bool {
+	if strings.HasPrefix(s, "$") {
+		return true
+	}
+	for _, space := range []string{"cmd", "evt", "audit", "q"} {
+		if strings.HasPrefix(s, d.Subjects.Prefix+"."+space+".") || s == d.Subjects.Prefix+"."+space {
+			return true
+		}
+	}
+	return false
 }
 
 // UnknownActionError is the bad_request answer to an unknown action.

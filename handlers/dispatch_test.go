@@ -318,11 +318,19 @@ func TestDecodeRejectsCaseVariantsAndDuplicates(t *testing.T) {
 }
 
 func TestDispatchRefusesReplyToOnWorkerSubjects(t *testing.T) {
-	for _, rt := range []string{"$JS.API.STREAM.PURGE.BERTH_EVT", "berth.evt.other.x.result", "berth.cmd.po.deploy"} {
+	for _, rt := range []string{"$JS.API.STREAM.PURGE.BERTH_EVT", "berth.evt.other.x.result", "berth.cmd.po.deploy", "berth.audit.po.x", "berth.q.po.status"} {
 		f := newFixture(t)
 		_, res := f.deliver(t, "berth.cmd.po.history", `{"user":"t:1","reply_to":"`+rt+`"}`)
 		if res.Error == nil || res.Error.Code != events.CodeBadRequest || len(f.em.replies) != 0 {
 			t.Fatalf("reply_to %s: %+v, replies %v", rt, res.Error, f.em.replies)
 		}
+	}
+}
+
+func TestDispatchAllowsReplyNamespace(t *testing.T) {
+	f := newFixture(t)
+	_, res := f.deliver(t, "berth.cmd.po.history", `{"user":"t:1","reply_to":"berth.reply.telegram.42"}`)
+	if res.Error != nil || len(f.em.replies["berth.reply.telegram.42"]) != 1 {
+		t.Fatalf("reply_to in berth.reply: %+v, replies %v", res.Error, f.em.replies)
 	}
 }

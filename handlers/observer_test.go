@@ -31,12 +31,14 @@ func (r *recorder) CommandDone(action string, code events.Code, d time.Duration)
 	}
 	r.add("command %s %q", action, code)
 }
-func (r *recorder) QueryDone(ep string, code events.Code, _ time.Duration) { r.add("query %s %q", ep, code) }
-func (r *recorder) DeployStep(step string, d time.Duration)                { r.add("step %s %s", step, d) }
-func (r *recorder) StatusCache(hit bool)                                   { r.add("cache hit=%v", hit) }
-func (r *recorder) LockConflict()                                          { r.add("lock conflict") }
-func (r *recorder) Redelivery()                                            { r.add("redelivery") }
-func (r *recorder) Inflight(lane string, delta int)                        { r.add("inflight %s %d", lane, delta) }
+func (r *recorder) QueryDone(ep string, code events.Code, _ time.Duration) {
+	r.add("query %s %q", ep, code)
+}
+func (r *recorder) DeployStep(step string, d time.Duration) { r.add("step %s %s", step, d) }
+func (r *recorder) StatusCache(hit bool)                    { r.add("cache hit=%v", hit) }
+func (r *recorder) LockConflict()                           { r.add("lock conflict") }
+func (r *recorder) Redelivery()                             { r.add("redelivery") }
+func (r *recorder) Inflight(lane string, delta int)         { r.add("inflight %s %d", lane, delta) }
 
 func (r *recorder) take() []string {
 	r.mu.Lock()
