@@ -48,3 +48,21 @@ func TestEnvSecretsAndExtraPatterns(t *testing.T) {
 		t.Fatal("bad pattern accepted")
 	}
 }
+
+func BenchmarkRedactOrdinaryLine(b *testing.B) {
+	f, _ := New(nil, false)
+	line := `2026-11-27T07:05:17Z INFO request GET /api/items?page=2 200 in 3.2ms user_agent="curl/8.1"`
+	b.ReportAllocs()
+	for range b.N {
+		f.Redact(line, nil)
+	}
+}
+
+func BenchmarkRedactSecretLine(b *testing.B) {
+	f, _ := New(nil, false)
+	line := `connecting to postgres://app:topsecret@db:5432/app with password=hunter2xyz`
+	b.ReportAllocs()
+	for range b.N {
+		f.Redact(line, nil)
+	}
+}
