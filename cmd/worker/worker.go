@@ -48,6 +48,10 @@ type Worker struct {
 	qstopped bool
 	// serving is set while the intake pulls commands (for /readyz).
 	serving atomic.Bool
+	// stopWatch ends the engine watch, which drops cached statuses on
+	// container events; watchDone is closed when it has returned.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 	// HTTPAddr is the address the HTTP server listens on, or "".
 	HTTPAddr string
 	// NATSURL is the NATS URL the worker is connected to.
@@ -171,6 +175,10 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 		return nil, ctx.Err()
 	}
 	w.serving.Store(true)
+	wctx, stopWatch := context.WithCancel(log.With().Str("component", "engine-watch").Logger().WithContext(context.WithoutCancel(ctx)))
+	watchDone := make(chan struct{})
+	w.stopWatch, w.watchDone = stopWatch, watchDone
+	go func() { defer close(watchDone); svc.WatchEngine(wctx, w.engine) }()
 	if err := w.startQueries(qcfg); err != nil {
 		return nil, err
 	}
@@ -241,6 +249,10 @@ func (w *Worker) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = w.http.Shutdown(ctx)
 		cancel()
+	}
+	if w.stopWatch != nil {
+		w.stopWatch()
+		<-w.watchDone
 	}
 	if w.nc != nil {
 		if err := w.nc.Drain(); err != nil {
