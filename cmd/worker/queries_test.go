@@ -196,19 +196,19 @@ func TestQueriesAndMetricsEndToEnd(t *testing.T) {
 		t.Fatalf("/metrics %d", code)
 	}
 	for series, want := range map[string]float64{
-		`berth_commands_total{action="config.set",outcome="ok"}`:       1,
-		`berth_commands_total{action="status",outcome="ok"}`:           1,
-		`berth_command_duration_seconds_count{action="config.set"}`:    1,
-		`berth_status_cache_total{result="hit"}`:                       1,
-		`berth_status_cache_total{result="miss"}`:                      1,
-		`berth_queries_total{endpoint="status",outcome="ok"}`:          1,
-		`berth_queries_total{endpoint="status",outcome="forbidden"}`:   1,
-		`berth_queries_total{endpoint="status",outcome="not_found"}`:   1,
-		`berth_queries_total{endpoint="logs",outcome="bad_request"}`:   1,
-		`berth_inflight_commands{lane="fast"}`:                         0,
-		`berth_inflight_commands{lane="slow"}`:                         0,
-		`berth_lock_conflicts_total`:                                   0,
-		`berth_redeliveries_total`:                                     0,
+		`berth_commands_total{action="config.set",outcome="ok"}`:     1,
+		`berth_commands_total{action="status",outcome="ok"}`:         1,
+		`berth_command_duration_seconds_count{action="config.set"}`:  1,
+		`berth_status_cache_total{result="hit"}`:                     1,
+		`berth_status_cache_total{result="miss"}`:                    1,
+		`berth_queries_total{endpoint="status",outcome="ok"}`:        1,
+		`berth_queries_total{endpoint="status",outcome="forbidden"}`: 1,
+		`berth_queries_total{endpoint="status",outcome="not_found"}`: 1,
+		`berth_queries_total{endpoint="logs",outcome="bad_request"}`: 1,
+		`berth_inflight_commands{lane="fast"}`:                       0,
+		`berth_inflight_commands{lane="slow"}`:                       0,
+		`berth_lock_conflicts_total`:                                 0,
+		`berth_redeliveries_total`:                                   0,
 	} {
 		if got := metricValue(body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
