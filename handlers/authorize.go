@@ -40,13 +40,18 @@ const AnyoneIsAdmin = "*"
 // Authorize checks that the request's user may run its action, before any
 // Docker or filesystem work: global admins may do anything; otherwise the
 // project's roles decide, and an unknown user is forbidden (reads too,
-// unless the project allows anonymous viewers).
+// unless the project allows anonymous viewers). When the store is
+// unavailable, read-only actions are checked against the roles this worker
+// last read from it.
 func (s *Service) Authorize(ctx context.Context, req *Request) error {
 	if s.isGlobalAdmin(req.User) {
 		return nil
 	}
 	need := RequiredRole(req.Action)
-	p, err := s.Store.GetProject(ctx, req.Project)
+	// While the store is down, read-only commands are judged by the roles
+	// last read from it (the commands they allow are served from Docker);
+	// anything else needs the store's current roles.
+	p, _, err := s.loadProject(ctx, req.Project, events.IsFast(req.Action))
 	switch {
 	case events.ErrorCode(err) == events.CodeNotFound:
 		// Say nothing about whether the project exists.

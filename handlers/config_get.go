@@ -54,6 +54,7 @@ func (s *Service) deleteConfig(ctx context.Context, project string) (any, error)
 	if err := s.Store.DeleteProject(ctx, project); err != nil {
 		return nil, err
 	}
+	s.known.forget(project)
 	return map[string]any{"project": project, "deleted": true,
 		"note": fmt.Sprintf("history of %s is kept", project)}, nil
 }

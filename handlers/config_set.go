@@ -123,6 +123,7 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	if err := s.Store.PutProject(ctx, p); err != nil {
 		return nil, err
 	}
+	s.known.remember(p, s.Now())
 	_ = s.Store.InvalidateStatus(ctx, req.Project)
 	return p, nil
 }

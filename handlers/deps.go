@@ -2,9 +2,13 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
@@ -116,6 +120,9 @@ type Service struct {
 	Redactor *redact.Filter
 
 	env envSecrets
+	// known holds the project configurations last read from the store,
+	// for read-only commands while the store is unavailable.
+	known lastKnown
 }
 
 // NewService returns a Service with defaults applied.
@@ -145,13 +152,81 @@ func (s *Service) Register(m *Mux) {
 // project loads a project's config, turning a missing one into an error
 // that says how to create it.
 func (s *Service) project(ctx context.Context, name string) (*berth.Project, error) {
+	p, _, err := s.loadProject(ctx, name, false)
+	return p, err
+}
+
+// projectForRead is project for the read-only commands that work from
+// Docker (status, logs): when the store is unavailable it falls back to
+// the configuration this worker last read from it, and returns when that
+// was (nil when the configuration comes from the store). Mutations never
+// use it: they must see the store's current configuration.
+func (s *Service) projectForRead(ctx context.Context, name string) (*berth.Project, *time.Time, error) {
+	return s.loadProject(ctx, name, true)
+}
+
+func (s *Service) loadProject(ctx context.Context, name string, fallback bool) (*berth.Project, *time.Time, error) {
 	p, err := s.Store.GetProject(ctx, name)
-	if err != nil {
-		if events.ErrorCode(err) == events.CodeNotFound {
-			return nil, events.Errorf(events.CodeNotFound, "project %q is not configured", name).
-				WithHint(fmt.Sprintf("configure it first: config.set on %s with workspace and production paths", name))
+	switch {
+	case err == nil:
+		s.known.remember(p, s.Now())
+		return p, nil, nil
+	case events.ErrorCode(err) == events.CodeNotFound:
+		s.known.forget(name)
+		return nil, nil, events.Errorf(events.CodeNotFound, "project %q is not configured", name).
+			WithHint(fmt.Sprintf("configure it first: config.set on %s with workspace and production paths", name))
+	case fallback && events.ErrorCode(err) == events.CodeStoreUnavailable:
+		if kp, at, ok := s.known.get(name); ok {
+			zerolog.Ctx(ctx).Warn().Err(err).Time("config_read_at", at).
+				Msg("store unavailable: using the project configuration last read from it")
+			return kp, &at, nil
 		}
-		return nil, err
 	}
-	return p, nil
+	return nil, nil, err
+}
+
+// lastKnown remembers, per project, the configuration last read from the
+// store and when. It holds only projects the store had, and drops one the
+// store says is gone, so it never outlives a config.delete it sees.
+type lastKnown struct {
+	mu sync.Mutex
+	m  map[string]knownProject
+}
+
+type knownProject struct {
+	raw []byte // the configuration, JSON: every get returns a fresh copy
+	at  time.Time
+}
+
+func (k *lastKnown) remember(p *berth.Project, at time.Time) {
+	raw, err := json.Marshal(p)
+	if err != nil || p.Name == "" {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[string]knownProject{}
+	}
+	k.m[p.Name] = knownProject{raw: raw, at: at}
+}
+
+func (k *lastKnown) forget(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.m, name)
+}
+
+func (k *lastKnown) get(name string) (*berth.Project, time.Time, bool) {
+	k.mu.Lock()
+	kp, ok := k.m[name]
+	k.mu.Unlock()
+	if !ok {
+		return nil, time.Time{}, false
+	}
+	var p berth.Project
+	if err := json.Unmarshal(kp.raw, &p); err != nil {
+		return nil, time.Time{}, false
+	}
+	return &p, kp.at, true
 }

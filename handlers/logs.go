@@ -46,6 +46,9 @@ type LogsResult struct {
 	InEvents bool `json:"in_events,omitempty"`
 	// FollowedS is how long new lines were followed.
 	FollowedS float64 `json:"followed_s,omitempty"`
+	// ConfigReadAt is set when the store was unavailable: the project's
+	// configuration is the one this worker last read from it, at that time.
+	ConfigReadAt *time.Time `json:"config_read_at,omitempty"`
 }
 
 // maxResultLogBytes is the most log text a result carries inline; more
@@ -66,7 +69,7 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.project(ctx, req.Project)
+	p, configAt, err := s.projectForRead(ctx, req.Project)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +96,7 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 		// last tail matches.
 		opts.Tail = s.Config.MaxTail
 	}
-	res := &LogsResult{Service: svc, Container: c.Name, Lines: []events.LogLine{}}
+	res := &LogsResult{Service: svc, Container: c.Name, Lines: []events.LogLine{}, ConfigReadAt: configAt}
 	var lines []events.LogLine
 	err = s.Engine.Logs(ctx, c.ID, opts, func(l events.LogLine) error {
 		if grep == nil || grep.MatchString(l.Line) {

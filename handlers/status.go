@@ -31,6 +31,10 @@ type StatusReport struct {
 	CachedAt       *time.Time      `json:"cached_at,omitempty"`
 	// CacheError says why the cache could not be used, when it could not.
 	CacheError string `json:"cache_error,omitempty"`
+	// ConfigReadAt is set when the store was unavailable: the project's
+	// configuration (services, roles) is the one this worker last read from
+	// it, at that time, and the containers come straight from Docker.
+	ConfigReadAt *time.Time `json:"config_read_at,omitempty"`
 	// Behind says how far production is behind the workspace (strategy
 	// copy): the files a deploy would add, modify or delete.
 	Behind *Behind `json:"behind,omitempty"`
@@ -78,12 +82,15 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
 		return nil, err
 	}
-	p, err := s.project(ctx, req.Project)
+	p, configAt, err := s.projectForRead(ctx, req.Project)
 	if err != nil {
 		return nil, err
 	}
 	var cacheErr string
-	if !a.Refresh {
+	if configAt != nil {
+		// The store is down: neither read nor write the status cache.
+		cacheErr = "the store is unavailable: the status comes from Docker and the project configuration from the worker's memory"
+	} else if !a.Refresh {
 		cs, err := s.Store.GetStatus(ctx, p.Name)
 		switch {
 		case err == nil:
@@ -109,6 +116,7 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		rep.Services[i].HealthLog = s.redactAll(p, rep.Services[i].HealthLog)
 	}
 	rep.CacheError = cacheErr
+	rep.ConfigReadAt = configAt
 	rep.Behind = s.behind(ctx, p)
 	if cacheErr == "" {
 		if raw, err := json.Marshal(rep); err == nil {

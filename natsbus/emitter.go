@@ -16,12 +16,31 @@ import (
 type Emitter struct {
 	nc *nats.Conn
 	js jetstream.JetStream
+	// reconnected fires when the connection to NATS is back after a loss.
+	reconnected signal
 }
 
 var _ handlers.Emitter = (*Emitter)(nil)
 
+// asyncRepublishes bounds how often an event whose publish a lost
+// connection voided is published again.
+const asyncRepublishes = 8
+
 // NewEmitter returns an Emitter on nc.
-func NewEmitter(nc *nats.Conn, js jetstream.JetStream) *Emitter { return &Emitter{nc: nc, js: js} }
+func NewEmitter(nc *nats.Conn, js jetstream.JetStream) *Emitter {
+	e := &Emitter{nc: nc, js: js}
+	status := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	go func() {
+		for st := range status {
+			if st == nats.CLOSED {
+				nc.RemoveStatusListener(status)
+				return
+			}
+			e.reconnected.fire()
+		}
+	}()
+	return e
+}
 
 // Emit publishes one event. Durable events wait for the stream's ack;
 // others are published asynchronously, in order on the same connection.
@@ -29,22 +48,50 @@ func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, 
 	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
 	if durable {
 		// A publish retried after a lost ack is deduplicated by its id.
+		// One sent just before the connection broke is never answered:
+		// it is sent again as soon as the connection is back, without
+		// counting as a failure.
 		var err error
-		for attempt := 0; attempt < 3; attempt++ {
+		for attempt, failures := 0, 0; failures < 3 && attempt < 10; attempt++ {
+			wake := e.reconnected.wait()
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			go func() {
+				select {
+				case <-wake:
+					cancel()
+				case <-pctx.Done():
+				}
+			}()
 			_, err = e.js.PublishMsg(pctx, msg, jetstream.WithMsgID(msgID))
 			cancel()
 			if err == nil || ctx.Err() != nil {
 				break
 			}
-			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+			select {
+			case <-wake:
+				continue
+			default:
+			}
+			failures++
+			wait := time.Duration(failures) * 200 * time.Millisecond
+			if errors.Is(err, jetstream.ErrNoStreamResponse) {
+				// The server is stopping (or the stream is not there yet):
+				// the next connection is worth waiting for.
+				wait = 5 * time.Second
+			}
+			select {
+			case <-wake:
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", subject, err)
 		}
 		return nil
 	}
-	if _, err := e.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID)); err != nil {
+	paf, err := e.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
+	if err != nil {
 		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 			// The server is slow to ack: wait for the backlog, then retry once.
 			select {
@@ -53,13 +100,47 @@ func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, 
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			_, err = e.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
+			paf, err = e.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
 		}
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", subject, err)
 		}
 	}
+	go e.republishIfVoided(msg, paf)
 	return nil
+}
+
+// republishIfVoided publishes an event again when its publish was not
+// acknowledged: the client drops the pending acks when its connection
+// breaks, and a stopping server answers that no stream is there, while
+// the event may or may not have reached the stream. Without this an
+// accepted or progress event could be lost in a server restart. Its
+// message id makes a copy the stream already holds a no-op.
+func (e *Emitter) republishIfVoided(msg *nats.Msg, paf jetstream.PubAckFuture) {
+	for attempt := 1; ; attempt++ {
+		var err error
+		select {
+		case <-paf.Ok():
+			return
+		case err = <-paf.Err():
+		case <-time.After(time.Minute):
+			return
+		}
+		if attempt > asyncRepublishes || e.nc.IsClosed() {
+			return
+		}
+		if !errors.Is(err, nats.ErrDisconnected) {
+			// The server answered without storing: try again once the
+			// connection is back, or a moment later.
+			select {
+			case <-e.reconnected.wait():
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
+		}
+		if paf, err = e.js.PublishMsgAsync(msg); err != nil { // msg carries its Nats-Msg-Id
+			return
+		}
+	}
 }
 
 // Reply publishes body on a core-NATS subject.

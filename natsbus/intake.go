@@ -53,6 +53,8 @@ type Intake struct {
 	log  zerolog.Logger
 
 	ready chan struct{}
+	// reconnected fires when the connection to NATS is back after a loss.
+	reconnected signal
 }
 
 // NewIntake returns an Intake; Run starts it.
@@ -85,6 +87,17 @@ func (in *Intake) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+
+	// A pull request sent before the connection broke died with it: the
+	// lanes pull anew as soon as it is back instead of waiting out the
+	// dead request (FetchWait) or their backoff.
+	status := in.nc.StatusChanged(nats.CONNECTED)
+	defer in.nc.RemoveStatusListener(status)
+	go func() {
+		for range status {
+			in.reconnected.fire()
+		}
+	}()
 
 	var work sync.WaitGroup
 	var lanes sync.WaitGroup
@@ -142,7 +155,15 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 			}
 			break
 		}
+		wake := in.reconnected.wait()
 		fctx, cancel := context.WithTimeout(ctx, in.cfg.FetchWait)
+		go func() {
+			select {
+			case <-wake:
+				cancel()
+			case <-fctx.Done():
+			}
+		}()
 		msgs, err := c.Fetch(n, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
@@ -151,8 +172,8 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 				return
 			}
 			log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot pull commands")
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			c = in.reattach(ctx, name, c, err, wake, &log)
+			backoff = in.backoff(ctx, backoff, wake)
 			continue
 		}
 		got := 0
@@ -178,11 +199,71 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 				return
 			}
 			log.Warn().Err(err).Msg("pull ended with an error")
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			c = in.reattach(ctx, name, c, err, wake, &log)
+			backoff = in.backoff(ctx, backoff, wake)
 			continue
 		}
 		backoff = 100 * time.Millisecond
+	}
+}
+
+// backoff waits d after a failed pull, or less when the connection comes
+// back meanwhile, and returns the next wait.
+func (in *Intake) backoff(ctx context.Context, d time.Duration, wake <-chan struct{}) time.Duration {
+	select {
+	case <-ctx.Done():
+	case <-wake:
+		return 100 * time.Millisecond
+	case <-time.After(d):
+	}
+	return min(d*2, 5*time.Second)
+}
+
+// reattach looks a lane's consumer up again after a pull failed in a way
+// that may mean the server lost it: nobody answers pulls for a consumer the
+// server does not have. A nats-server that comes back without its
+// JetStream store has neither the streams nor the consumers, and pulls
+// would fail forever; they are declared again. It returns the consumer
+// to pull from next (c when nothing is known yet, such as while
+// JetStream is still starting).
+func (in *Intake) reattach(ctx context.Context, lane string, c jetstream.Consumer, err error, wake <-chan struct{}, log *zerolog.Logger) jetstream.Consumer {
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrConsumerNotFound) &&
+		!errors.Is(err, jetstream.ErrConsumerDeleted) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return c
+	}
+	topo := in.cfg.Topology
+	durable := topo.SlowConsumer
+	if lane == "fast" {
+		durable = topo.FastConsumer
+	}
+	// A stopping server answers pulls with no responders too: a lookup
+	// sent to it is never answered, so a reconnection ends the wait.
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-wake:
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	fresh, lerr := in.js.Consumer(lctx, topo.CommandStream, durable)
+	switch {
+	case lerr == nil:
+		return fresh
+	case errors.Is(lerr, jetstream.ErrConsumerNotFound) || errors.Is(lerr, jetstream.ErrStreamNotFound):
+		fast, slow, derr := topo.Declare(lctx, in.js)
+		if derr != nil {
+			log.Warn().Err(derr).Msg("the server lost the command consumer, and declaring it again failed; retrying")
+			return c
+		}
+		log.Warn().Str("consumer", durable).Msg("the server had lost the streams or the command consumer: declared them again")
+		if lane == "fast" {
+			return fast
+		}
+		return slow
+	default:
+		return c
 	}
 }
 
@@ -206,7 +287,7 @@ func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
 	var err error
 	switch dec.Verdict {
 	case handlers.Ack:
-		err = m.DoubleAck(ctx)
+		err = in.ack(ctx, m)
 	case handlers.Retry:
 		in.log.Warn().Str("subject", del.Subject).Str("reason", dec.Reason).Dur("delay", dec.Delay).Msg("command will be redelivered")
 		err = m.NakWithDelay(dec.Delay)
@@ -216,6 +297,45 @@ func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	if err != nil {
 		in.log.Warn().Err(err).Str("subject", del.Subject).Msg("cannot settle command message; it may be redelivered and will then be answered from its record")
+	}
+}
+
+// ack acknowledges m and waits for the server to confirm it. An ack sent
+// just before the connection broke gets no answer, and a stopping server
+// answers that nobody is there: either way the ack is sent again on the
+// next connection, rather than waited out (the request's timeout) while
+// the command holds its slot, or left to a redelivery.
+func (in *Intake) ack(ctx context.Context, m jetstream.Msg) error {
+	for attempt := 1; ; attempt++ {
+		wake := in.reconnected.wait()
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		go func() {
+			select {
+			case <-wake:
+				cancel()
+			case <-actx.Done():
+			}
+		}()
+		err := m.DoubleAck(actx)
+		cancel()
+		if err == nil || attempt == 3 || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-wake:
+			continue
+		default:
+		}
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return err
+		}
+		select {
+		case <-wake:
+		case <-time.After(10 * time.Second):
+			return err
+		case <-ctx.Done():
+			return err
+		}
 	}
 }
 
@@ -239,15 +359,33 @@ func (in *Intake) unknownAction(ctx context.Context, m *nats.Msg) {
 	in.disp.Process(ctx, handlers.Delivery{Subject: m.Subject, Data: m.Data, MsgID: m.Header.Get(jetstream.MsgIDHeader), Header: m.Header, NumDelivered: 1})
 }
 
+// signal is a broadcast that can fire many times: wait returns a channel
+// closed by the next fire.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+	}
+	s.ch = make(chan struct{})
+}
+
 func release(sem chan struct{}, n int) {
 	for range n {
 		<-sem
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
 	}
 }

@@ -114,6 +114,14 @@ func New(cfg Config) (*Store, error) {
 	if cfg.ReadTimeout > 0 {
 		opts.ReadTimeout = cfg.ReadTimeout
 	}
+	if opts.DialerRetries == 0 {
+		// One dial per attempt: the command is retried anyway (MaxRetries),
+		// and go-redis's default of 5 dials 100 ms apart per attempt made
+		// every command take about 2 s to fail while Redis was down,
+		// which is the time read-only commands wait before answering from
+		// Docker.
+		opts.DialerRetries = 1
+	}
 	return &Store{
 		rdb:        redis.NewClient(opts),
 		keys:       NewKeys(cfg.Prefix),

@@ -33,17 +33,50 @@ type harness struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	subjects events.Subjects
+	// logs receives the in-process worker's log instead of the test log.
+	logs io.Writer
 }
 
 func newHarness(t *testing.T, roots ...string) *harness {
 	t.Helper()
-	ns := testenv.NATS(t)
-	redisURL := testenv.Redis(t)
+	return newHarnessWith(t, harnessOptions{Roots: roots})
+}
+
+// harnessOptions adapts the harness; the zero value is newHarness's.
+type harnessOptions struct {
+	// NATSURL is a nats-server the test runs itself; empty: testenv.NATS.
+	NATSURL string
+	// RedisURL is a Redis the test runs itself; empty: testenv.Redis.
+	RedisURL string
+	// Roots default to a fresh temporary directory; Admins to everyone.
+	Roots  []string
+	Admins []string
+	// Logs receives the in-process worker's log; nil: the test log.
+	Logs io.Writer
+}
+
+func newHarnessWith(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
+	h := &harness{t: t, subjects: events.NewSubjects("berth"), logs: o.Logs}
+	natsURL := o.NATSURL
+	if natsURL == "" {
+		h.ns = testenv.NATS(t)
+		natsURL = h.ns.ClientURL()
+	}
+	redisURL := o.RedisURL
+	if redisURL == "" {
+		redisURL = testenv.Redis(t)
+	}
+	roots := o.Roots
 	if len(roots) == 0 {
 		roots = []string{filepath.Clean(t.TempDir())}
 	}
+	admins := o.Admins
+	if len(admins) == 0 {
+		admins = []string{"*"}
+	}
 	cfg := &Config{
-		NATSURL: ns.ClientURL(), RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots, Admins: []string{"*"},
+		NATSURL: natsURL, RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots, Admins: admins,
 		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
 		LogLevel: "debug", LogFormat: "json",
 		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,
@@ -51,7 +84,18 @@ func newHarness(t *testing.T, roots ...string) *harness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, ns: ns, cfg: cfg, nc: testenv.Connect(t, ns), subjects: events.NewSubjects("berth")}
+	h.cfg = cfg
+	if h.ns != nil {
+		h.nc = testenv.Connect(t, h.ns)
+	} else {
+		// The test's own server may restart: reconnect for as long as it takes.
+		nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+		if err != nil {
+			t.Fatalf("connect to nats at %s: %v", natsURL, err)
+		}
+		t.Cleanup(nc.Close)
+		h.nc = nc
+	}
 	var err error
 	if h.js, err = jetstream.New(h.nc); err != nil {
 		t.Fatal(err)
@@ -65,7 +109,11 @@ func (h *harness) start() {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	w, err := Start(context.WithoutCancel(ctx), h.cfg, zerolog.New(testWriter{h.t}).With().Timestamp().Logger())
+	var out io.Writer = testWriter{h.t}
+	if h.logs != nil {
+		out = h.logs
+	}
+	w, err := Start(context.WithoutCancel(ctx), h.cfg, zerolog.New(out).With().Timestamp().Logger())
 	if err != nil {
 		h.t.Fatalf("start worker: %v", err)
 	}

@@ -57,6 +57,13 @@ func (p *proc) output() string {
 // startProcess runs the worker binary with the harness's configuration.
 func (h *harness) startProcess(extra ...string) *proc {
 	h.t.Helper()
+	return h.startProcessEnv(nil, extra...)
+}
+
+// startProcessEnv is startProcess with env (KEY=value) added to the
+// test's environment.
+func (h *harness) startProcessEnv(env []string, extra ...string) *proc {
+	h.t.Helper()
 	bin, err := workerBinary()
 	if err != nil {
 		h.t.Fatalf("build worker: %v", err)
@@ -70,6 +77,9 @@ func (h *harness) startProcess(extra ...string) *proc {
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append(args, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}

@@ -69,15 +69,24 @@ type RedisServer struct {
 	bin  string
 	dir  string
 	port int
+	keep bool // append-only file, fsynced on every write
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
 }
+
+// RedisOption adapts RedisProcess.
+type RedisOption func(*RedisServer)
+
+// KeepData makes the server persist every write (an append-only file,
+// fsynced before each reply), so that its data survives Stop and Start, as
+// a production Redis's would.
+func KeepData() RedisOption { return func(s *RedisServer) { s.keep = true } }
 
 // RedisProcess starts a redis-server from PATH on a free loopback port, with
 // its directory in t.TempDir() and no persistence, and waits until it answers.
 // It ignores BERTH_TEST_REDIS_URL: the test needs a process it controls. A
 // missing redis-server skips t (fails it in CI).
-func RedisProcess(t testing.TB) *RedisServer {
+func RedisProcess(t testing.TB, opts ...RedisOption) *RedisServer {
 	t.Helper()
 	Integration(t)
 	bin, err := exec.LookPath("redis-server")
@@ -85,6 +94,9 @@ func RedisProcess(t testing.TB) *RedisServer {
 		Unavailable(t, "redis-server is not in PATH: %v", err)
 	}
 	s := &RedisServer{t: t, bin: bin, dir: t.TempDir()}
+	for _, o := range opts {
+		o(s)
+	}
 	t.Cleanup(s.Stop)
 	// Another process may take the free port before redis-server binds it;
 	// try a few ports.
@@ -114,7 +126,7 @@ func (s *RedisServer) Stop() {
 
 // Start starts the server again on the same port and directory, and waits
 // until it answers. Starting a running server does nothing. The data is not
-// kept: the server has no persistence.
+// kept, unless the server was started with KeepData.
 func (s *RedisServer) Start() {
 	s.t.Helper()
 	if s.cmd != nil {
@@ -133,15 +145,17 @@ func (s *RedisServer) Start() {
 // start runs redis-server and waits until it answers PING.
 func (s *RedisServer) start() error {
 	logFile := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command(s.bin,
-		"--save", "",
-		"--appendonly", "no",
+	aof := []string{"--appendonly", "no"}
+	if s.keep {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(s.bin, append(append([]string{"--save", ""}, aof...),
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--logfile", logFile,
 		"--daemonize", "no",
-	)
+	)...)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
