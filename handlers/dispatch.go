@@ -163,6 +163,10 @@ var requestNamespace = uuid.MustParse("6f1d1bd4-6f8e-4b8e-9a59-6a0c4f6c2b10")
 // Process executes one delivery and says whether to ack it.
 func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	now := d.now()
+	// In progress from the start: a slow store must not let the ack wait
+	// run out before the handler even begins (a redelivery would run twice).
+	stop := d.heartbeat(del)
+	defer stop()
 	project, action, err := d.Subjects.ParseCommand(del.Subject)
 	if err != nil {
 		d.Log.Error().Str("subject", del.Subject).Err(err).Msg("command on a subject outside the command space")
@@ -271,9 +275,7 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	r.executed = true
 	r.emit(ctx, events.KindAccepted, nil)
 	log.Info().Msg("command accepted")
-	stop := d.heartbeat(del)
 	data, herr := safeHandle(ctx, h, req, r)
-	stop()
 	return r.finish(ctx, data, herr)
 }
 

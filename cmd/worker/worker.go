@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/berth-ops/berth/auth"
@@ -64,6 +65,8 @@ type Worker struct {
 // in dev mode), declares the streams and starts pulling commands.
 func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err error) {
 	w = &Worker{log: log, done: make(chan error, 1), metrics: metrics.New()}
+	// go-redis logs each failed dial on its own; route it through zerolog.
+	redis.SetLogger(redisLogger{log})
 	defer func() {
 		if err != nil {
 			w.Close()
@@ -317,7 +320,7 @@ func connectNATS(cfg *Config, url string, log zerolog.Logger) (*nats.Conn, error
 	opts := []nats.Option{
 		nats.Name("berth-worker"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		// Permission violations and slow consumers surface only here.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
