@@ -320,7 +320,7 @@ func connectNATS(cfg *Config, url string, log zerolog.Logger) (*nats.Conn, error
 	opts := []nats.Option{
 		nats.Name("berth-worker"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		// Permission violations and slow consumers surface only here.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
