@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
 
@@ -31,6 +32,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	// go-redis logs each failed dial on its own, process-wide: route it
+	// through zerolog.
+	redis.SetLogger(redisLogger{log})
 	w, err := Start(ctx, cfg, log)
 	if err != nil {
 		log.Error().Err(err).Msg("worker cannot start")

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/berth-ops/berth/auth"
@@ -65,8 +64,6 @@ type Worker struct {
 // in dev mode), declares the streams and starts pulling commands.
 func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err error) {
 	w = &Worker{log: log, done: make(chan error, 1), metrics: metrics.New()}
-	// go-redis logs each failed dial on its own; route it through zerolog.
-	redis.SetLogger(redisLogger{log})
 	defer func() {
 		if err != nil {
 			w.Close()
