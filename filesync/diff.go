@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-ops/berth/events"
@@ -36,30 +37,20 @@ func kindOf(m fs.FileMode) kind {
 	}
 }
 
-// wsEntry is a workspace file or symbolic link to sync.
-type wsEntry struct {
-	rel  string
-	kind kind
-	meta FileMeta
-}
-
-// prodNode is a production entry; directories hold their children.
-type prodNode struct {
-	rel      string
-	kind     kind
-	excluded bool
-	size     int64
-	mode     fs.FileMode
-	mtime    time.Time
-	children []*prodNode
-}
-
 // Diff compares the workspace with production under rules (nil: the
 // defaults) and m (nil: nothing deployed yet) and returns what a sync would
 // do. A file is unchanged when its size, mode and modification time match
 // production's; otherwise contents are compared, so a file that was only
-// touched is not a change. Nothing is written anywhere.
-func Diff(ctx context.Context, workspace, production string, m *Manifest, rules *Rules) (*Plan, error) {
+// touched is not a change. Nothing is written anywhere (content hashes are
+// remembered in memory: see WithHashCache).
+//
+// Both trees are read at the same time, by a few goroutines per core
+// (walkParallel); the plan does not depend on the order.
+func Diff(ctx context.Context, workspace, production string, m *Manifest, rules *Rules, opts ...DiffOption) (*Plan, error) {
+	cfg := diffConfig{hashes: sharedHashes}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if overlapping(workspace, production) {
 		return nil, events.Errorf(events.CodeBadRequest, "workspace %s and production %s overlap", workspace, production).
 			WithHint("the workspace and production directories must not contain each other")
@@ -78,69 +69,128 @@ func Diff(ctx context.Context, workspace, production string, m *Manifest, rules 
 	}
 	defer prod.Close()
 
-	// The two trees are read at the same time: walking is latency-bound.
-	var w wsTree
-	var pt prodTree
-	wsErr := make(chan error, 1)
-	go func() { wsErr <- w.read(ctx, ws, rules) }()
-	perr := pt.read(ctx, prod, rules)
-	if err := <-wsErr; err != nil {
-		return nil, fmt.Errorf("reading the workspace: %w", err)
+	w := &wsTree{top: ws, rules: rules}
+	pt := &prodTree{rules: rules, top: prodNode{kind: kindDir}}
+	err = walkParallel(ctx,
+		&walkTop{what: "the workspace", root: ws, visit: w.visit},
+		&walkTop{what: "production", root: prod, visit: pt.visit, data: &pt.top})
+	if err != nil {
+		return nil, err
 	}
-	if perr != nil {
-		return nil, fmt.Errorf("reading production: %w", perr)
+	return plan(ctx, newTreeHasher(ws, workspace, cfg.hashes), newTreeHasher(prod, production, cfg.hashes), w, pt, m)
+}
+
+// DiffOption changes how Diff works, never what it finds.
+type DiffOption func(*diffConfig)
+
+type diffConfig struct {
+	hashes *HashCache
+}
+
+// WithHashCache makes Diff look up and record the content hashes it needs
+// in c instead of the cache this process shares (DefaultHashCacheSize
+// entries): for instance a project's own, kept next to its manifest with
+// LoadHashCache and HashCache.Save. With a nil c nothing is cached: every
+// file compared by content is read.
+func WithHashCache(c *HashCache) DiffOption {
+	return func(cfg *diffConfig) { cfg.hashes = c }
+}
+
+// wsEntry is a workspace path that is neither excluded nor a directory: a
+// file or symbolic link to sync, or a refused one.
+type wsEntry struct {
+	rel     string
+	link    string // a symbolic link's target
+	fi      fs.FileInfo
+	p       *prodNode // production's entry at rel, set by plan
+	kind    kind
+	refused bool
+}
+
+// meta is the metadata e gets in production.
+func (e *wsEntry) meta() FileMeta {
+	m := FileMeta{Size: e.fi.Size(), Mode: deployMode(e.fi.Mode()), MTime: e.fi.ModTime(), Link: e.link}
+	if e.kind == kindSymlink {
+		m.Size = 0
 	}
-	return plan(ctx, ws, prod, &w, &pt, m)
+	return m
+}
+
+func (e *wsEntry) name() string { return e.rel[strings.LastIndexByte(e.rel, '/')+1:] }
+
+// wsDir is a workspace directory with entries.
+type wsDir struct {
+	rel     string
+	entries []wsEntry // in name order
+	syncs   bool      // some entry is not refused
 }
 
 // wsTree is what Diff reads from the workspace.
 type wsTree struct {
-	entries []wsEntry
-	// present are all non-excluded workspace paths that are not
-	// directories, refused ones included: none of them is deleted.
-	present map[string]bool
-	// dirs are the directories that hold something to sync.
-	dirs    map[string]bool
+	top   *os.Root
+	rules *Rules
+
+	mu      sync.Mutex
+	dirs    []*wsDir
 	refused []Refusal
 }
 
-func (t *wsTree) read(ctx context.Context, root *os.Root, rules *Rules) error {
-	t.present = map[string]bool{}
-	t.dirs = map[string]bool{}
-	return walkTree(ctx, root, "", false, func(dir *os.Root, rel string, fi fs.FileInfo) (bool, error) {
+// visit is the workspace's dirVisitor.
+func (t *wsTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
+	var subs []subdir
+	var refused []Refusal
+	dir := &wsDir{rel: d.rel}
+	for _, de := range list {
+		fi, err := de.Info()
+		if err != nil {
+			return nil, err
+		}
 		k := kindOf(fi.Mode())
-		if rules.excludedSelf(rel, k == kindDir) {
-			return false, nil
+		if t.rules.excludedIn(d.rel, de.Name(), k == kindDir) {
+			continue
 		}
 		if k == kindDir {
-			return true, nil
+			subs = append(subs, subdir{entry: de})
+			continue
 		}
-		t.present[rel] = true
-		meta := FileMeta{Size: fi.Size(), Mode: deployMode(fi.Mode()), MTime: fi.ModTime()}
+		if dir.entries == nil {
+			dir.entries = make([]wsEntry, 0, len(list))
+		}
+		rel := joinRel(d.rel, de.Name())
+		e := wsEntry{rel: rel, kind: k, fi: fi}
 		switch k {
 		case kindOther:
-			t.refused = append(t.refused, Refusal{rel, "not a regular file, directory or symbolic link (socket, device or named pipe)"})
-			return false, nil
+			e.refused = true
+			refused = append(refused, Refusal{rel, "not a regular file, directory or symbolic link (socket, device or named pipe)"})
 		case kindSymlink:
-			target, err := dir.Readlink(path.Base(rel))
+			target, err := d.root.Readlink(de.Name())
 			if err != nil {
-				return false, err
+				return nil, err
 			}
-			if reason := linkEscapes(root, rel, target); reason != "" {
-				t.refused = append(t.refused, Refusal{rel, reason})
-				return false, nil
+			if reason := linkEscapes(t.top, rel, target); reason != "" {
+				e.refused = true
+				refused = append(refused, Refusal{rel, reason})
 			}
-			meta.Size, meta.Link = 0, target
+			e.link = target
 		}
-		t.entries = append(t.entries, wsEntry{rel: rel, kind: k, meta: meta})
-		for d := parentRel(rel); d != "."; d = parentRel(d) {
-			if t.dirs[d] {
-				break
-			}
-			t.dirs[d] = true
-		}
-		return false, nil
-	})
+		dir.syncs = dir.syncs || !e.refused
+		dir.entries = append(dir.entries, e)
+	}
+	if len(dir.entries) > 0 || len(refused) > 0 {
+		t.mu.Lock()
+		t.dirs = append(t.dirs, dir)
+		t.refused = append(t.refused, refused...)
+		t.mu.Unlock()
+	}
+	return subs, nil
+}
+
+// parentDir is the directory of rel, "" at the top.
+func parentDir(rel string) string {
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		return rel[:i]
+	}
+	return ""
 }
 
 // linkEscapes returns why the workspace symbolic link rel -> target may not
@@ -171,43 +221,106 @@ func rootErrText(err error) string {
 	return err.Error()
 }
 
+// prodNode is a production entry; directories hold their children.
+type prodNode struct {
+	dir      string // the path of its directory, "" at the top
+	name     string
+	kind     kind
+	excluded bool
+	// Set by plan: the workspace has a non-directory at rel (inWS), a
+	// directory at rel with something to sync in it or below (wsSyncs),
+	// the plan deletes it (deleted), a sync leaves all of it alone
+	// (allKept, for directories).
+	inWS, wsSyncs, deleted, allKept bool
+	fi                              fs.FileInfo // its Lstat; nil for the top
+	children                        []prodNode  // in name order
+}
+
+func (n *prodNode) size() int64       { return n.fi.Size() }
+func (n *prodNode) mode() fs.FileMode { return modeBits(n.fi.Mode()) }
+func (n *prodNode) mtime() time.Time  { return n.fi.ModTime() }
+
+func (n *prodNode) rel() string { return joinRel(n.dir, n.name) }
+
+// child returns n's child named name, or nil.
+func (n *prodNode) child(name string) *prodNode {
+	i, found := slices.BinarySearchFunc(n.children, name, func(c prodNode, name string) int {
+		return strings.Compare(c.name, name)
+	})
+	if !found {
+		return nil
+	}
+	return &n.children[i]
+}
+
 // prodTree is what Diff reads from production.
 type prodTree struct {
-	top    prodNode
-	byPath map[string]*prodNode
+	rules *Rules
+	top   prodNode
+	// dirs are the nodes plan looked up by directory path (nil: none).
+	dirs map[string]*prodNode
 }
 
-func (t *prodTree) read(ctx context.Context, root *os.Root, rules *Rules) error {
-	t.top = prodNode{kind: kindDir}
-	t.byPath = map[string]*prodNode{"": &t.top}
-	return walkTree(ctx, root, "", false, func(_ *os.Root, rel string, fi fs.FileInfo) (bool, error) {
-		k := kindOf(fi.Mode())
-		n := &prodNode{rel: rel, kind: k, size: fi.Size(), mode: modeBits(fi.Mode()), mtime: fi.ModTime()}
-		n.excluded = rules.excludedSelf(rel, k == kindDir)
-		d := parentRel(rel)
-		if d == "." {
-			d = ""
+// visit is production's dirVisitor; the directory's data is its node.
+func (t *prodTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
+	parent := d.data.(*prodNode)
+	parent.children = make([]prodNode, len(list))
+	var subs []subdir
+	for i, de := range list {
+		fi, err := de.Info()
+		if err != nil {
+			return nil, err
 		}
-		parent := t.byPath[d]
-		parent.children = append(parent.children, n)
-		t.byPath[rel] = n
+		k := kindOf(fi.Mode())
+		n := &parent.children[i]
+		*n = prodNode{dir: d.rel, name: de.Name(), kind: k, excluded: t.rules.excludedIn(d.rel, de.Name(), k == kindDir), fi: fi}
 		// Excluded directories are not read: they are kept whole, and
 		// can be large (node_modules, .git).
-		return k == kindDir && !n.excluded, nil
-	})
+		if k == kindDir && !n.excluded {
+			subs = append(subs, subdir{entry: de, data: n})
+		}
+	}
+	return subs, nil
 }
 
+// dir returns production's node at rel ("" for the top), or nil, like get;
+// it remembers its answers, as plan asks for the same directories many
+// times. Not safe for concurrent use.
+func (t *prodTree) dir(rel string) *prodNode {
+	if rel == "" {
+		return &t.top
+	}
+	if n, ok := t.dirs[rel]; ok {
+		return n
+	}
+	var n *prodNode
+	if parent := t.dir(parentDir(rel)); parent != nil {
+		n = parent.child(rel[strings.LastIndexByte(rel, '/')+1:])
+	}
+	if t.dirs == nil {
+		t.dirs = map[string]*prodNode{}
+	}
+	t.dirs[rel] = n
+	return n
+}
+
+// get returns the node at rel, or nil.
 func (t *prodTree) get(rel string) *prodNode {
 	if rel == "" {
 		return nil
 	}
-	return t.byPath[rel]
+	parent := t.dir(parentDir(rel))
+	if parent == nil {
+		return nil
+	}
+	return parent.child(rel[strings.LastIndexByte(rel, '/')+1:])
 }
 
 // fileCheck is a workspace file whose content must be hashed, and maybe
 // compared with production's.
 type fileCheck struct {
 	e         *wsEntry
+	meta      FileMeta  // the workspace's
 	p         *prodNode // nil when added
 	prodHash  string    // known or computed
 	needProd  bool      // production's content must be hashed to decide
@@ -216,11 +329,19 @@ type fileCheck struct {
 }
 
 // plan classifies the two trees into a Plan.
-func plan(ctx context.Context, ws, prod *os.Root, w *wsTree, pt *prodTree, m *Manifest) (*Plan, error) {
+func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m *Manifest) (*Plan, error) {
+	prod := prodH.root
+	// In path order, so that the work (and the first error) does not
+	// depend on the walk's.
+	slices.SortFunc(w.dirs, func(a, b *wsDir) int { return strings.Compare(a.rel, b.rel) })
+	nEntries := 0
+	for _, d := range w.dirs {
+		nEntries += len(d.entries)
+	}
 	p := &Plan{
 		Added: []Change{}, Modified: []Change{}, Deleted: []Change{}, Kept: []string{},
 		Refused: append([]Refusal{}, w.refused...),
-		synced:  make(map[string]FileMeta, len(w.entries)),
+		synced:  make(map[string]FileMeta, nEntries),
 	}
 	refusedAt := map[string]bool{}
 	refuse := func(rel, reason string) {
@@ -230,92 +351,149 @@ func plan(ctx context.Context, ws, prod *os.Root, w *wsTree, pt *prodTree, m *Ma
 		}
 	}
 
-	// Which manifest paths are deleted, and which Berth no longer owns.
-	deleted := map[string]bool{}
-	for rel := range m.Files {
-		if w.present[rel] {
+	// Join the trees: each workspace entry with production's entry at the
+	// same path (both lists are in name order).
+	for _, d := range w.dirs {
+		if d.syncs {
+			for rel := d.rel; ; rel = parentDir(rel) {
+				if n := pt.dir(rel); n != nil {
+					if n.wsSyncs {
+						break
+					}
+					n.wsSyncs = true
+				}
+				if rel == "" {
+					break
+				}
+			}
+		}
+		pd := pt.dir(d.rel)
+		if pd == nil {
 			continue
 		}
+		cs := pd.children
+		for i := range d.entries {
+			e := &d.entries[i]
+			name := e.name()
+			for len(cs) > 0 && cs[0].name < name {
+				cs = cs[1:]
+			}
+			if len(cs) > 0 && cs[0].name == name {
+				e.p = &cs[0]
+				e.p.inWS = true
+				cs = cs[1:]
+			}
+		}
+	}
+
+	// Which manifest paths are deleted, and which Berth no longer owns.
+	var wsDirs map[string]*wsDir
+	present := func(rel string) bool {
+		if wsDirs == nil {
+			wsDirs = make(map[string]*wsDir, len(w.dirs))
+			for _, d := range w.dirs {
+				wsDirs[d.rel] = d
+			}
+		}
+		d := wsDirs[parentDir(rel)]
+		if d == nil {
+			return false
+		}
+		_, found := slices.BinarySearchFunc(d.entries, rel, func(e wsEntry, rel string) int { return strings.Compare(e.rel, rel) })
+		return found
+	}
+	for rel := range m.Files {
 		n := pt.get(rel)
+		if n != nil && n.inWS || n == nil && present(rel) {
+			continue
+		}
 		if n == nil || n.excluded || n.kind == kindDir {
 			p.forgotten = append(p.forgotten, rel)
 			continue
 		}
-		deleted[rel] = true
+		n.deleted = true
 		ch := Change{Path: rel}
 		if n.kind == kindFile {
-			ch.Size = n.size
+			ch.Size = n.size()
 		}
 		p.Deleted = append(p.Deleted, ch)
 	}
 
 	var checks []fileCheck
-	for i := range w.entries {
-		e := &w.entries[i]
+	for _, d := range w.dirs {
+		if !d.syncs {
+			continue
+		}
 		// Every production directory on the way must be a directory, or
 		// a deployed file this plan deletes.
 		blocked := false
-		for d := parentRel(e.rel); d != "."; d = parentRel(d) {
-			if n := pt.get(d); n != nil && n.kind != kindDir && !deleted[d] {
-				refuse(d, "production has a file or symbolic link here but the workspace has a directory; move it away in production or rename the workspace directory")
+		for rel := d.rel; rel != ""; rel = parentDir(rel) {
+			if n := pt.get(rel); n != nil && n.kind != kindDir && !n.deleted {
+				refuse(rel, "production has a file or symbolic link here but the workspace has a directory; move it away in production or rename the workspace directory")
 				blocked = true
 			}
 		}
-		n := pt.get(e.rel)
-		if n != nil && n.kind == kindDir {
-			refuse(e.rel, "production has a directory here but the workspace has a file; move it away in production or rename the workspace file")
-			blocked = true
-		}
-		if blocked {
-			continue
-		}
-		if e.kind == kindSymlink {
-			if n != nil && n.kind == kindSymlink && linkTarget(prod, n) == e.meta.Link {
-				p.synced[e.rel] = FileMeta{Mode: n.mode, MTime: n.mtime, Link: e.meta.Link}
+		for i := range d.entries {
+			e := &d.entries[i]
+			if e.refused {
 				continue
 			}
-			p.synced[e.rel] = e.meta
-			if n == nil {
-				p.Added = append(p.Added, Change{Path: e.rel})
-			} else {
-				p.Modified = append(p.Modified, Change{Path: e.rel})
+			n := e.p
+			if n != nil && n.kind == kindDir {
+				refuse(e.rel, "production has a directory here but the workspace has a file; move it away in production or rename the workspace file")
+				continue
 			}
-			continue
-		}
-		c := fileCheck{e: e, p: n}
-		if n != nil && n.kind == kindFile && n.size == e.meta.Size && n.mode == e.meta.Mode {
-			if n.mtime.Equal(e.meta.MTime) {
-				// Same size, mode and time: unchanged without reading it.
-				meta := FileMeta{Size: n.size, Mode: n.mode, MTime: n.mtime}
-				if mm, ok := m.Files[e.rel]; ok && sameStat(mm, n) {
-					meta.Hash = mm.Hash
+			if blocked {
+				continue
+			}
+			meta := e.meta()
+			if e.kind == kindSymlink {
+				if n != nil && n.kind == kindSymlink && linkTarget(prod, n) == e.link {
+					p.synced[e.rel] = FileMeta{Mode: n.mode(), MTime: n.mtime(), Link: e.link}
+					continue
 				}
 				p.synced[e.rel] = meta
+				if n == nil {
+					p.Added = append(p.Added, Change{Path: e.rel})
+				} else {
+					p.Modified = append(p.Modified, Change{Path: e.rel})
+				}
 				continue
 			}
-			// Same size and mode, another time: the contents decide.
-			if mm, ok := m.Files[e.rel]; ok && mm.Hash != "" && sameStat(mm, n) {
-				c.prodHash = mm.Hash
-			} else {
-				c.needProd = true
+			c := fileCheck{e: e, p: n, meta: meta}
+			if n != nil && n.kind == kindFile && n.size() == meta.Size && n.mode() == meta.Mode {
+				if n.mtime().Equal(meta.MTime) {
+					// Same size, mode and time: unchanged without reading it.
+					if mm, ok := m.Files[e.rel]; ok && sameStat(mm, n) {
+						meta.Hash = mm.Hash
+					}
+					p.synced[e.rel] = meta
+					continue
+				}
+				// Same size and mode, another time: the contents decide.
+				if mm, ok := m.Files[e.rel]; ok && mm.Hash != "" && sameStat(mm, n) {
+					c.prodHash = mm.Hash
+				} else {
+					c.needProd = true
+				}
 			}
+			checks = append(checks, c)
 		}
-		checks = append(checks, c)
 	}
 
 	err := parallel(ctx, len(checks), func(ctx context.Context, i int, buf []byte) error {
 		c := &checks[i]
-		h, size, err := hashFile(ctx, ws, c.e.rel, buf)
+		h, size, err := wsH.hash(ctx, c.e.rel, c.e.fi, buf)
 		if err != nil {
 			return fmt.Errorf("hashing workspace file %s: %w", c.e.rel, err)
 		}
-		if size != c.e.meta.Size {
+		if size != c.meta.Size {
 			return events.Errorf(events.CodePlanChanged, "workspace file %s changed while it was compared", c.e.rel).
 				WithHint("run the command again once the workspace is no longer being written to")
 		}
 		c.wsHash = h
 		if c.needProd {
-			if c.prodHash, _, err = hashFile(ctx, prod, c.e.rel, buf); err != nil {
+			if c.prodHash, _, err = prodH.hash(ctx, c.e.rel, c.p.fi, buf); err != nil {
 				return fmt.Errorf("hashing production file %s: %w", c.e.rel, err)
 			}
 		}
@@ -328,10 +506,10 @@ func plan(ctx context.Context, ws, prod *os.Root, w *wsTree, pt *prodTree, m *Ma
 	for _, c := range checks {
 		if c.unchanged {
 			// Touched only: production keeps its time.
-			p.synced[c.e.rel] = FileMeta{Size: c.p.size, Mode: c.p.mode, MTime: c.p.mtime, Hash: c.prodHash}
+			p.synced[c.e.rel] = FileMeta{Size: c.p.size(), Mode: c.p.mode(), MTime: c.p.mtime(), Hash: c.prodHash}
 			continue
 		}
-		meta := c.e.meta
+		meta := c.meta
 		meta.Hash = c.wsHash
 		p.synced[c.e.rel] = meta
 		ch := Change{Path: c.e.rel, Size: meta.Size, Hash: meta.Hash}
@@ -343,11 +521,7 @@ func plan(ctx context.Context, ws, prod *os.Root, w *wsTree, pt *prodTree, m *Ma
 		p.Bytes += meta.Size
 	}
 
-	keptAll := collectKept(&pt.top, w, deleted)
-	p.KeptCount = len(keptAll)
-	if len(keptAll) > 0 {
-		p.Kept = keptAll[:min(len(keptAll), maxKept):min(len(keptAll), maxKept)]
-	}
+	p.Kept, p.KeptCount = collectKept(&pt.top, maxKept)
 
 	byPath := func(a, b Change) int { return strings.Compare(a.Path, b.Path) }
 	slices.SortFunc(p.Added, byPath)
@@ -362,54 +536,61 @@ func plan(ctx context.Context, ws, prod *os.Root, w *wsTree, pt *prodTree, m *Ma
 // sameStat reports whether production's file still has the size, mode and
 // time the manifest recorded, so the recorded hash is its content's.
 func sameStat(mm FileMeta, n *prodNode) bool {
-	return mm.Size == n.size && modeBits(mm.Mode) == n.mode && mm.MTime.Equal(n.mtime)
+	return mm.Size == n.size() && modeBits(mm.Mode) == n.mode() && mm.MTime.Equal(n.mtime())
 }
 
 func linkTarget(prod *os.Root, n *prodNode) string {
-	t, err := prod.Readlink(n.rel)
+	t, err := prod.Readlink(n.rel())
 	if err != nil {
 		return ""
 	}
 	return t
 }
 
-// collectKept lists the production paths a sync leaves alone, a directory
-// whose whole content is kept as "dir/".
-func collectKept(top *prodNode, w *wsTree, deleted map[string]bool) []string {
-	var kept func(n *prodNode) bool
-	allKept := map[*prodNode]bool{}
-	kept = func(n *prodNode) bool {
+// collectKept returns the first max production paths a sync leaves alone,
+// in tree order, a directory whose whole content is kept as "dir/", and
+// the number of them all.
+func collectKept(top *prodNode, max int) (kept []string, count int) {
+	var mark func(n *prodNode) bool
+	mark = func(n *prodNode) bool {
 		if n.excluded {
 			return true
 		}
 		if n.kind != kindDir {
-			return !w.present[n.rel] && !deleted[n.rel]
+			return !n.inWS && !n.deleted
 		}
-		all := !w.dirs[n.rel]
-		for _, c := range n.children {
-			if !kept(c) {
+		all := !n.wsSyncs
+		for i := range n.children {
+			if !mark(&n.children[i]) {
 				all = false
 			}
 		}
-		allKept[n] = all
+		n.allKept = all
 		return all
 	}
-	kept(top)
+	mark(top)
 
-	var out []string
+	kept = []string{}
+	add := func(n *prodNode, suffix string) {
+		if count < max {
+			kept = append(kept, n.rel()+suffix)
+		}
+		count++
+	}
 	var emit func(n *prodNode)
 	emit = func(n *prodNode) {
-		for _, c := range n.children {
+		for i := range n.children {
+			c := &n.children[i]
 			switch {
-			case c.kind == kindDir && (c.excluded || allKept[c]):
-				out = append(out, c.rel+"/")
+			case c.kind == kindDir && (c.excluded || c.allKept):
+				add(c, "/")
 			case c.kind == kindDir:
 				emit(c)
-			case c.excluded || (!w.present[c.rel] && !deleted[c.rel]):
-				out = append(out, c.rel)
+			case c.excluded || (!c.inWS && !c.deleted):
+				add(c, "")
 			}
 		}
 	}
 	emit(top)
-	return out
+	return slices.Clip(kept), count
 }

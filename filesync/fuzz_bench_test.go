@@ -1,67 +1,39 @@
 package filesync
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
 	"testing"
-	"time"
 )
 
 func FuzzRulesExcluded(f *testing.F) {
 	for _, s := range []string{
 		"*.log\n!keep.log", "tmp/", "/build/out", "**/x/**", "a/**/b", "[a-", "[!]]x", `\`, "[[:alpha:]",
 		"[[:nope:]]", "!", "/", "c++", "\xff\xfe", `\#x`, "x\\ ", "***", "a/**/**/b",
+		"*.pyc\n!keep.pyc", "node_modules/\n!node_modules", ".env\n!.env", "*cache*", "build*", "**.log", "*",
+		"!*", "*/", "!.git", "a\\*b", "*.tar.gz", "*\n!*.go\n!*/",
 	} {
-		f.Add(s, "a/b/keep.log", true)
+		for _, rel := range []string{"a/b/keep.log", "node_modules", "src/cache/x.pyc", ".berth-tmp-1", "x/.env"} {
+			f.Add(s, rel, true)
+		}
 	}
 	f.Fuzz(func(t *testing.T, lines, rel string, isDir bool) {
 		r, err := CompileRules(strings.Split(lines, "\n")...)
 		if err != nil {
 			return // an invalid pattern is reported, not a panic
 		}
-		r.Excluded(rel, isDir)
-		r.Excluded(rel, !isDir)
-	})
-}
-
-// BenchmarkDiff diffs a tree of 5 000 files (in 100 directories) that
-// production has, with 50 files changed in the workspace: the common case
-// of a deploy, mostly stat calls.
-func BenchmarkDiff(b *testing.B) {
-	ws, prod, _ := dirs(b)
-	content := []byte(strings.Repeat("some source code\n", 64))
-	m := &Manifest{Files: map[string]FileMeta{}}
-	for d := range 100 {
-		for f := range 50 {
-			rel := fmt.Sprintf("pkg%03d/file%02d.go", d, f)
-			for _, root := range []string{ws, prod} {
-				p := filepath.Join(root, filepath.FromSlash(rel))
-				must(b, os.MkdirAll(filepath.Dir(p), 0o755))
-				must(b, os.WriteFile(p, content, 0o644))
-				must(b, os.Chtimes(p, baseTime, baseTime))
+		// The fast path decides as go-git's matcher does.
+		for _, dir := range []bool{isDir, !isDir} {
+			got, want := r.Excluded(rel, dir), r.excluded(rel, dir, r.excludedSelfMatcher)
+			if got != want {
+				t.Fatalf("lines %q: Excluded(%q, dir=%v) = %v, go-git's matcher says %v", lines, rel, dir, got, want)
 			}
-			m.Files[rel] = FileMeta{Size: int64(len(content)), Mode: 0o644, MTime: baseTime}
 		}
-	}
-	changed := []byte(strings.Repeat("some changed code\n", 64))
-	for i := range 50 {
-		p := filepath.Join(ws, fmt.Sprintf("pkg%03d/file%02d.go", i*2, i%50))
-		must(b, os.WriteFile(p, changed, 0o644))
-		must(b, os.Chtimes(p, baseTime.Add(time.Minute), baseTime.Add(time.Minute)))
-	}
-	rules, err := LoadRules(ws)
-	must(b, err)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		p, err := Diff(b.Context(), ws, prod, m, rules)
-		if err != nil {
-			b.Fatal(err)
+		if clean := strings.TrimPrefix(path.Clean("/"+rel), "/"); clean != "" {
+			d, name := parentDir(clean), clean[strings.LastIndexByte(clean, '/')+1:]
+			if got, want := r.excludedIn(d, name, isDir), r.excludedSelfMatcher(clean, isDir); got != want {
+				t.Fatalf("lines %q: excludedIn(%q, %q, dir=%v) = %v, go-git's matcher says %v", lines, d, name, isDir, got, want)
+			}
 		}
-		if len(p.Modified) != 50 {
-			b.Fatalf("%d modified", len(p.Modified))
-		}
-	}
+	})
 }

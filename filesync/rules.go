@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
@@ -39,9 +40,13 @@ const maxIgnoreFile = 1 << 20
 // apply whatever .berthignore says: a repository's .git is never part of a
 // deployment, and Berth's own temporary files never are.
 var (
-	defaultPatterns = parseLines([]string{".env", "node_modules/", "__pycache__/", "*.pyc"})
-	hardMatcher     = gitignore.NewMatcher(parseLines([]string{".git", tmpPrefix + "*"}))
+	defaultLines    = []string{".env", "node_modules/", "__pycache__/", "*.pyc"}
+	hardLines       = []string{".git", tmpPrefix + "*"}
+	defaultPatterns = parseLines(defaultLines)
+	hardMatcher     = gitignore.NewMatcher(parseLines(hardLines))
 	defaultMatcher  = gitignore.NewMatcher(defaultPatterns)
+	hardFast        = compileFast(hardLines)
+	defaultFast     = compileFast(defaultLines)
 )
 
 // Rules decides which paths are outside what Berth syncs: the default
@@ -53,10 +58,15 @@ var (
 //
 // The matching itself is go-git's gitignore package; Rules adds the hard
 // rules, which no "!" line can undo, and the rule that nothing inside an
-// excluded directory can be re-included.
+// excluded directory can be re-included. Literal names and simple globs
+// such as "*.pyc" are decided without go-git, with the same results
+// (fastMatcher; tested against go-git's matcher).
 type Rules struct {
 	hard    gitignore.Matcher
 	matcher gitignore.Matcher
+	// hardFast and fast decide as hard and matcher do, without go-git for
+	// the common patterns (see fastMatcher).
+	hardFast, fast *fastMatcher
 }
 
 // LoadRules reads the rules of a workspace: the defaults, then
@@ -106,13 +116,21 @@ func CompileRules(lines ...string) (*Rules, error) {
 // newRules returns the hard rules, and the defaults followed by lines.
 func newRules(lines []string) *Rules {
 	ps := append(append([]gitignore.Pattern(nil), defaultPatterns...), parseLines(lines)...)
-	return &Rules{hard: hardMatcher, matcher: gitignore.NewMatcher(ps)}
+	return &Rules{
+		hard: hardMatcher, matcher: gitignore.NewMatcher(ps),
+		hardFast: hardFast, fast: compileFast(append(slices.Clip(defaultLines), lines...)),
+	}
 }
 
 // Excluded reports whether rel (relative to the tree's top, '/'-separated)
 // is excluded; isDir tells whether rel is a directory. A path inside an
 // excluded directory is excluded, as in git.
 func (r *Rules) Excluded(rel string, isDir bool) bool {
+	return r.excluded(rel, isDir, r.excludedSelf)
+}
+
+// excluded is Excluded with self deciding each path alone.
+func (r *Rules) excluded(rel string, isDir bool, self func(rel string, isDir bool) bool) bool {
 	rel = strings.TrimPrefix(path.Clean("/"+rel), "/")
 	if rel == "" {
 		return false
@@ -121,16 +139,35 @@ func (r *Rules) Excluded(rel string, isDir bool) bool {
 	// directory is excluded; git does not, so the parents are checked
 	// first, each on its own.
 	for i := 0; i < len(rel); i++ {
-		if rel[i] == '/' && r.excludedSelf(rel[:i], true) {
+		if rel[i] == '/' && self(rel[:i], true) {
 			return true
 		}
 	}
-	return r.excludedSelf(rel, isDir)
+	return self(rel, isDir)
 }
 
 // excludedSelf applies the rules to rel alone, its parents being known not
 // to be excluded (the tree walk does not descend into excluded directories).
+// It decides as excludedSelfMatcher does, faster.
 func (r *Rules) excludedSelf(rel string, isDir bool) bool {
+	if r == nil {
+		return hardFast.match(rel, isDir) || defaultFast.match(rel, isDir)
+	}
+	return r.hardFast.match(rel, isDir) || r.fast.match(rel, isDir)
+}
+
+// excludedIn is excludedSelf of the entry name in the directory dir ("" at
+// the top).
+func (r *Rules) excludedIn(dir, name string, isDir bool) bool {
+	if r == nil {
+		return hardFast.matchIn(dir, name, isDir) || defaultFast.matchIn(dir, name, isDir)
+	}
+	return r.hardFast.matchIn(dir, name, isDir) || r.fast.matchIn(dir, name, isDir)
+}
+
+// excludedSelfMatcher is excludedSelf with go-git's matchers only: the
+// reference the fast path is tested against.
+func (r *Rules) excludedSelfMatcher(rel string, isDir bool) bool {
 	parts := strings.Split(rel, "/")
 	if r == nil {
 		return hardMatcher.Match(parts, isDir) || defaultMatcher.Match(parts, isDir)
@@ -144,8 +181,8 @@ func (r *Rules) excludedSelf(rel string, isDir bool) bool {
 func parseLines(lines []string) []gitignore.Pattern {
 	var ps []gitignore.Pattern
 	for _, line := range lines {
-		line = strings.TrimSuffix(line, "\r")
-		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+		line, ok := ruleLine(line)
+		if !ok {
 			continue
 		}
 		p := gitignore.ParsePattern(line, nil)
@@ -155,6 +192,13 @@ func parseLines(lines []string) []gitignore.Pattern {
 		ps = append(ps, p)
 	}
 	return ps
+}
+
+// ruleLine is line without its "\r", and whether it is a pattern: not a
+// blank line or a comment.
+func ruleLine(line string) (string, bool) {
+	line = strings.TrimSuffix(line, "\r")
+	return line, !strings.HasPrefix(line, "#") && strings.TrimSpace(line) != ""
 }
 
 // hasSlash reports whether go-git's ParsePattern treats line as a path

@@ -1,0 +1,20 @@
+//go:build darwin
+
+package filesync
+
+import (
+	"io/fs"
+	"syscall"
+)
+
+// fileIDOf returns what identifies the content of the file fi describes.
+func fileIDOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{
+		Size: fi.Size(), MTime: fi.ModTime().UnixNano(), CTime: st.Ctimespec.Nano(),
+		Dev: uint64(st.Dev), Ino: st.Ino,
+	}, true
+}
