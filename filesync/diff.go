@@ -98,22 +98,23 @@ func WithHashCache(c *HashCache) DiffOption {
 
 // wsEntry is a workspace path that is neither excluded nor a directory: a
 // file or symbolic link to sync, or a refused one.
+// Its metadata is read from fi by the walk, while fi is in the processor's
+// cache: plan, which runs on one core, reads them all.
 type wsEntry struct {
 	rel     string
 	link    string // a symbolic link's target
-	fi      fs.FileInfo
-	p       *prodNode // production's entry at rel, set by plan
+	size    int64  // 0 for a symbolic link
+	mtime   time.Time
+	mode    fs.FileMode // deployMode
 	kind    kind
 	refused bool
+	fi      fs.FileInfo // its Lstat
+	p       *prodNode   // production's entry at rel, set by plan
 }
 
 // meta is the metadata e gets in production.
 func (e *wsEntry) meta() FileMeta {
-	m := FileMeta{Size: e.fi.Size(), Mode: deployMode(e.fi.Mode()), MTime: e.fi.ModTime(), Link: e.link}
-	if e.kind == kindSymlink {
-		m.Size = 0
-	}
-	return m
+	return FileMeta{Size: e.size, Mode: e.mode, MTime: e.mtime, Link: e.link}
 }
 
 func (e *wsEntry) name() string { return e.rel[strings.LastIndexByte(e.rel, '/')+1:] }
@@ -157,7 +158,7 @@ func (t *wsTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
 			dir.entries = make([]wsEntry, 0, len(list))
 		}
 		rel := joinRel(d.rel, de.Name())
-		e := wsEntry{rel: rel, kind: k, fi: fi}
+		e := wsEntry{rel: rel, kind: k, fi: fi, size: fi.Size(), mode: deployMode(fi.Mode()), mtime: fi.ModTime()}
 		switch k {
 		case kindOther:
 			e.refused = true
@@ -171,7 +172,7 @@ func (t *wsTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
 				e.refused = true
 				refused = append(refused, Refusal{rel, reason})
 			}
-			e.link = target
+			e.link, e.size = target, 0
 		}
 		dir.syncs = dir.syncs || !e.refused
 		dir.entries = append(dir.entries, e)
@@ -232,13 +233,12 @@ type prodNode struct {
 	// the plan deletes it (deleted), a sync leaves all of it alone
 	// (allKept, for directories).
 	inWS, wsSyncs, deleted, allKept bool
+	mode                            fs.FileMode // modeBits
+	size                            int64
+	mtime                           time.Time
 	fi                              fs.FileInfo // its Lstat; nil for the top
 	children                        []prodNode  // in name order
 }
-
-func (n *prodNode) size() int64       { return n.fi.Size() }
-func (n *prodNode) mode() fs.FileMode { return modeBits(n.fi.Mode()) }
-func (n *prodNode) mtime() time.Time  { return n.fi.ModTime() }
 
 func (n *prodNode) rel() string { return joinRel(n.dir, n.name) }
 
@@ -273,7 +273,10 @@ func (t *prodTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
 		}
 		k := kindOf(fi.Mode())
 		n := &parent.children[i]
-		*n = prodNode{dir: d.rel, name: de.Name(), kind: k, excluded: t.rules.excludedIn(d.rel, de.Name(), k == kindDir), fi: fi}
+		*n = prodNode{
+			dir: d.rel, name: de.Name(), kind: k, excluded: t.rules.excludedIn(d.rel, de.Name(), k == kindDir),
+			mode: modeBits(fi.Mode()), size: fi.Size(), mtime: fi.ModTime(), fi: fi,
+		}
 		// Excluded directories are not read: they are kept whole, and
 		// can be large (node_modules, .git).
 		if k == kindDir && !n.excluded {
@@ -414,7 +417,7 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 		n.deleted = true
 		ch := Change{Path: rel}
 		if n.kind == kindFile {
-			ch.Size = n.size()
+			ch.Size = n.size
 		}
 		p.Deleted = append(p.Deleted, ch)
 	}
@@ -449,7 +452,7 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 			meta := e.meta()
 			if e.kind == kindSymlink {
 				if n != nil && n.kind == kindSymlink && linkTarget(prod, n) == e.link {
-					p.synced[e.rel] = FileMeta{Mode: n.mode(), MTime: n.mtime(), Link: e.link}
+					p.synced[e.rel] = FileMeta{Mode: n.mode, MTime: n.mtime, Link: e.link}
 					continue
 				}
 				p.synced[e.rel] = meta
@@ -461,8 +464,8 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 				continue
 			}
 			c := fileCheck{e: e, p: n, meta: meta}
-			if n != nil && n.kind == kindFile && n.size() == meta.Size && n.mode() == meta.Mode {
-				if n.mtime().Equal(meta.MTime) {
+			if n != nil && n.kind == kindFile && n.size == meta.Size && n.mode == meta.Mode {
+				if n.mtime.Equal(meta.MTime) {
 					// Same size, mode and time: unchanged without reading it.
 					if mm, ok := m.Files[e.rel]; ok && sameStat(mm, n) {
 						meta.Hash = mm.Hash
@@ -481,7 +484,7 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 		}
 	}
 
-	err := parallel(ctx, len(checks), func(ctx context.Context, i int, buf []byte) error {
+	err := parallel(ctx, len(checks), func(ctx context.Context, i int, buf *lazyBuf) error {
 		c := &checks[i]
 		h, size, err := wsH.hash(ctx, c.e.rel, c.e.fi, buf)
 		if err != nil {
@@ -506,7 +509,7 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 	for _, c := range checks {
 		if c.unchanged {
 			// Touched only: production keeps its time.
-			p.synced[c.e.rel] = FileMeta{Size: c.p.size(), Mode: c.p.mode(), MTime: c.p.mtime(), Hash: c.prodHash}
+			p.synced[c.e.rel] = FileMeta{Size: c.p.size, Mode: c.p.mode, MTime: c.p.mtime, Hash: c.prodHash}
 			continue
 		}
 		meta := c.meta
@@ -536,7 +539,7 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 // sameStat reports whether production's file still has the size, mode and
 // time the manifest recorded, so the recorded hash is its content's.
 func sameStat(mm FileMeta, n *prodNode) bool {
-	return mm.Size == n.size() && modeBits(mm.Mode) == n.mode() && mm.MTime.Equal(n.mtime())
+	return mm.Size == n.size && modeBits(mm.Mode) == n.mode && mm.MTime.Equal(n.mtime)
 }
 
 func linkTarget(prod *os.Root, n *prodNode) string {

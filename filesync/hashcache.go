@@ -229,9 +229,9 @@ func (t treeHasher) key(rel string) string { return t.top + "\x00" + rel }
 // hash returns the hex SHA-256 of the regular file rel and its size, as
 // hashFile does. listed is rel's Lstat from the walk: when the cache has
 // the hash of the file with that identity, the file is not read.
-func (t treeHasher) hash(ctx context.Context, rel string, listed fs.FileInfo, buf []byte) (string, int64, error) {
+func (t treeHasher) hash(ctx context.Context, rel string, listed fs.FileInfo, buf *lazyBuf) (string, int64, error) {
 	if t.cache == nil {
-		return hashFile(ctx, t.root, rel, buf)
+		return hashFile(ctx, t.root, rel, buf.get())
 	}
 	if id, ok := fileIDOf(listed); ok {
 		if sum, ok := t.cache.get(t.key(rel), id); ok {
@@ -252,7 +252,7 @@ func (t treeHasher) hash(ctx context.Context, rel string, listed fs.FileInfo, bu
 		return "", 0, fmt.Errorf("%s is no longer a regular file", rel)
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, buf)
+	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, buf.get())
 	if err != nil {
 		return "", 0, fmt.Errorf("reading %s: %w", rel, err)
 	}

@@ -253,8 +253,9 @@ func refPlan(ctx context.Context, ws, prod *os.Root, w *refWsTree, pt *refProdTr
 		checks = append(checks, c)
 	}
 
-	err := parallel(ctx, len(checks), func(ctx context.Context, i int, buf []byte) error {
+	err := parallel(ctx, len(checks), func(ctx context.Context, i int, lb *lazyBuf) error {
 		c := &checks[i]
+		buf := lb.get()
 		h, size, err := hashFile(ctx, ws, c.e.rel, buf)
 		if err != nil {
 			return fmt.Errorf("hashing workspace file %s: %w", c.e.rel, err)

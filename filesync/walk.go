@@ -149,9 +149,21 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 const copyBufSize = 256 << 10
 
-// parallel runs fn(i) for i in [0, n) on at most GOMAXPROCS goroutines and
-// returns the first error; after an error the remaining calls are skipped.
-func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int, buf []byte) error) error {
+// lazyBuf is a copy buffer, made on first use: most of the files Diff
+// compares by content have their hash in a cache.
+type lazyBuf struct{ b []byte }
+
+func (l *lazyBuf) get() []byte {
+	if l.b == nil {
+		l.b = make([]byte, copyBufSize)
+	}
+	return l.b
+}
+
+// parallel runs fn(i) for i in [0, n) on at most GOMAXPROCS goroutines, each
+// with its copy buffer, and returns the first error; after an error the
+// remaining calls are skipped.
+func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int, buf *lazyBuf) error) error {
 	if n == 0 {
 		return nil
 	}
@@ -164,12 +176,12 @@ func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int, bu
 	var first error
 	for range workers {
 		wg.Go(func() {
-			buf := make([]byte, copyBufSize)
+			var buf lazyBuf
 			for i := range next {
 				if ctx.Err() != nil {
 					continue
 				}
-				if err := fn(ctx, i, buf); err != nil {
+				if err := fn(ctx, i, &buf); err != nil {
 					once.Do(func() { first = err; cancel(err) })
 				}
 			}

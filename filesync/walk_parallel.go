@@ -102,6 +102,7 @@ func (d *dirRef) release() {
 }
 
 func (w *walker) work() {
+	var scratch []named
 	for {
 		w.mu.Lock()
 		for len(w.stack) == 0 && w.pending > 0 {
@@ -117,13 +118,13 @@ func (w *walker) work() {
 		failed := w.err != nil
 		w.mu.Unlock()
 
-		w.do(t, failed)
+		w.do(t, failed, &scratch)
 	}
 }
 
 // do runs t (or only lets its parent go when the walk failed), then pushes
 // the subdirectories found and counts t done, whatever happens in between.
-func (w *walker) do(t walkTask, failed bool) {
+func (w *walker) do(t walkTask, failed bool, scratch *[]named) {
 	var subs []walkTask
 	defer func() {
 		w.mu.Lock()
@@ -146,7 +147,7 @@ func (w *walker) do(t walkTask, failed bool) {
 		}
 		return
 	}
-	if err := w.run(t, &subs); err != nil {
+	if err := w.run(t, &subs, scratch); err != nil {
 		w.mu.Lock()
 		if w.err == nil {
 			w.err = fmt.Errorf("reading %s: %w", t.tree.what, err)
@@ -157,7 +158,7 @@ func (w *walker) do(t walkTask, failed bool) {
 
 // run reads the directory of t, visits it and appends the subdirectories
 // to walk to subs.
-func (w *walker) run(t walkTask, subs *[]walkTask) error {
+func (w *walker) run(t walkTask, subs *[]walkTask, scratch *[]named) error {
 	dir := t.tree.root
 	if t.parent != nil {
 		name := t.entry.Name()
@@ -174,7 +175,7 @@ func (w *walker) run(t walkTask, subs *[]walkTask) error {
 	if err := ctxErr(w.ctx); err != nil {
 		return err
 	}
-	entries, err := readDir(dir, t.rel, t.entry)
+	entries, err := readDir(dir, t.rel, t.entry, scratch)
 	if err != nil {
 		return err
 	}
@@ -198,8 +199,9 @@ func (w *walker) run(t walkTask, subs *[]walkTask) error {
 
 // readDir lists dir (rel in its tree) with every entry's Lstat, in name
 // order, without Berth's temporary files. When dir was opened through its
-// parent, listed as entry, it must still be that directory.
-func readDir(dir *os.Root, rel string, entry fs.DirEntry) ([]fs.DirEntry, error) {
+// parent, listed as entry, it must still be that directory. scratch is
+// reused from call to call.
+func readDir(dir *os.Root, rel string, entry fs.DirEntry, scratch *[]named) ([]fs.DirEntry, error) {
 	// readFlags: with O_NONBLOCK (which a directory ignores) os.File does
 	// not switch the descriptor to non-blocking mode and back, four fcntl
 	// calls a directory.
@@ -223,11 +225,7 @@ func readDir(dir *os.Root, rel string, entry fs.DirEntry) ([]fs.DirEntry, error)
 		return nil, fmt.Errorf("reading directory %q: %w", displayRel(rel), err)
 	}
 	// Sorted by names read once: Name is an interface call.
-	type named struct {
-		name string
-		e    fs.DirEntry
-	}
-	ns := make([]named, 0, len(entries))
+	ns := (*scratch)[:0]
 	for _, e := range entries {
 		if name := e.Name(); !strings.HasPrefix(name, tmpPrefix) {
 			ns = append(ns, named{name, e})
@@ -238,7 +236,15 @@ func readDir(dir *os.Root, rel string, entry fs.DirEntry) ([]fs.DirEntry, error)
 	for i := range ns {
 		entries[i] = ns[i].e
 	}
+	clear(ns) // no references kept from one directory to the next
+	*scratch = ns
 	return entries, nil
+}
+
+// named is a directory entry and its name.
+type named struct {
+	name string
+	e    fs.DirEntry
 }
 
 // walkersPerCore is the number of goroutines walkParallel runs per core.
