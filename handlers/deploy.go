@@ -112,7 +112,7 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 	if err != nil {
 		return nil, err
 	}
-	fp, err := filesync.Diff(ctx, ws, p.Production, man, rules)
+	fp, err := s.diff(ctx, p.Name, ws, p.Production, man, rules)
 	if err != nil {
 		return nil, err
 	}

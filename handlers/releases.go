@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/filesync"
@@ -78,6 +81,7 @@ func (s *Service) state(project string) projectState {
 }
 
 func (ps projectState) manifestPath() string        { return filepath.Join(ps.dir, "manifest.json") }
+func (ps projectState) hashCachePath() string       { return filepath.Join(ps.dir, "hashes.json") }
 func (ps projectState) journalPath() string         { return filepath.Join(ps.dir, "journal.json") }
 func (ps projectState) releaseDir(id string) string { return filepath.Join(ps.dir, "releases", id) }
 
@@ -225,4 +229,24 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// diff plans ws against production with the project's hash cache, so a
+// repeated plan (plan, confirm, status) does not re-read unchanged files,
+// across worker restarts too.
+func (s *Service) diff(ctx context.Context, project, ws, prod string, man *filesync.Manifest, rules *filesync.Rules) (*filesync.Plan, error) {
+	ps := s.state(project)
+	hc, err := filesync.LoadHashCache(ps.hashCachePath())
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("hash cache ignored")
+	}
+	fp, err := filesync.Diff(ctx, ws, prod, man, rules, filesync.WithHashCache(hc))
+	if err == nil {
+		if err := os.MkdirAll(ps.dir, 0o750); err == nil {
+			if err := hc.Save(ps.hashCachePath()); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot save the hash cache")
+			}
+		}
+	}
+	return fp, err
 }

@@ -227,7 +227,7 @@ func (s *Service) behind(ctx context.Context, p *berth.Project) *Behind {
 	if err != nil {
 		return nil
 	}
-	fp, err := filesync.Diff(ctx, p.Workspace, p.Production, man, rules)
+	fp, err := s.diff(ctx, p.Name, p.Workspace, p.Production, man, rules)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot compare the workspace with production")
 		return nil
