@@ -92,8 +92,8 @@ func (o *observer) StatusCache(hit bool) {
 		o.misses++
 	}
 }
-func (o *observer) LockConflict()       {}
-func (o *observer) Redelivery()         {}
+func (o *observer) LockConflict()        {}
+func (o *observer) Redelivery()          {}
 func (o *observer) Inflight(string, int) {}
 
 type env struct {
