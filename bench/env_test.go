@@ -59,7 +59,7 @@ type env struct {
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
 	testenv.Integration(tb)
-	root, err := moduleRoot()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -74,25 +74,6 @@ func newEnv(tb testing.TB) *env {
 	e.bin = buildWorker(tb, root)
 	e.w = e.startWorker(tb)
 	return e
-}
-
-// moduleRoot finds go.mod up from the working directory (go test runs in
-// bench/).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above %s", dir)
-		}
-		dir = parent
-	}
 }
 
 // buildWorker builds ./cmd/worker as the production binary would be built,

@@ -101,7 +101,7 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 	if err != nil {
 		t.Fatalf("build the sample app: %v", err)
 	}
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func (s *Sample) run(ctx context.Context, args ...string) (string, error) {
 // buildSampleBinary builds the sample app, static, into a directory shared
 // by the test processes (renamed into place, so concurrent builds are safe).
 func buildSampleBinary() (string, error) {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -230,8 +230,8 @@ func buildSampleBinary() (string, error) {
 	return bin, nil
 }
 
-// moduleRoot finds the directory of go.mod, up from the working directory.
-func moduleRoot() (string, error) {
+// ModuleRoot finds the directory of go.mod, up from the working directory.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
