@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -193,6 +194,10 @@ func checkObjectKeys(data []byte, v any) error {
 	return nil
 }
 
+// fieldNames caches jsonFieldNames per type: every command is decoded
+// against the same few structs.
+var fieldNames sync.Map // reflect.Type → map[string]bool
+
 // jsonFieldNames returns the JSON names of a struct's fields, or nil
 // when v does not point to a struct.
 func jsonFieldNames(v any) map[string]bool {
@@ -200,8 +205,12 @@ func jsonFieldNames(v any) map[string]bool {
 	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
 		return nil
 	}
+	if names, ok := fieldNames.Load(t); ok {
+		return names.(map[string]bool)
+	}
 	names := map[string]bool{}
 	addFields(t.Elem(), names)
+	fieldNames.Store(t, names)
 	return names
 }
 
