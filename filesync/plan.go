@@ -1,12 +1,14 @@
 package filesync
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"io/fs"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // maxKept bounds Plan.Kept.
@@ -132,19 +134,7 @@ func (p *Plan) computeDigest() {
 		recs = append(recs, rec{op: "delete", path: c.Path})
 	}
 	slices.SortFunc(recs, func(a, b rec) int {
-		if a.op != b.op {
-			if a.op < b.op {
-				return -1
-			}
-			return 1
-		}
-		if a.path < b.path {
-			return -1
-		}
-		if a.path > b.path {
-			return 1
-		}
-		return 0
+		return cmp.Or(strings.Compare(a.op, b.op), strings.Compare(a.path, b.path))
 	})
 	h := sha256.New()
 	var buf []byte

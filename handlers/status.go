@@ -1,10 +1,12 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -155,19 +157,7 @@ func BuildStatus(p *berth.Project, containers []berth.Container, now time.Time) 
 		}
 	}
 	slices.SortStableFunc(rep.Services, func(a, b ServiceStatus) int {
-		if a.Service != b.Service {
-			if a.Service < b.Service {
-				return -1
-			}
-			return 1
-		}
-		if a.Container < b.Container {
-			return -1
-		}
-		if a.Container > b.Container {
-			return 1
-		}
-		return 0
+		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.Container, b.Container))
 	})
 	rep.refreshUptime(now)
 	for _, st := range rep.Services {
