@@ -341,6 +341,10 @@ func TestPermissionsWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The subscription must reach the server before the bot publishes.
+	if err := w.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 
 	bot := connectAs(t, s, "bot-a")
 	if _, err := bot.js.Publish(ctx, "berth.cmd.alpha.status", []byte(`{"user":"bot:a","id":"r1"}`)); err != nil {
