@@ -163,9 +163,9 @@ type Store interface {
 	// ListProjects returns the configured project names, sorted.
 	ListProjects(ctx context.Context) ([]string, error)
 
-	// GetStatus returns the cached status, or CodeNotFound when there is
-	// none or it expired.
-	GetStatus(ctx context.Context, project string) (*CachedStatus, error)
+	// GetProjectStatus returns a project's config (or CodeNotFound) and its
+	// cached status, nil when there is none or it cannot be read, at once.
+	GetProjectStatus(ctx context.Context, name string) (*Project, *CachedStatus, error)
 	// PutStatus caches a status for ttl.
 	PutStatus(ctx context.Context, project string, s *CachedStatus, ttl time.Duration) error
 	// InvalidateStatus drops the cached status.
@@ -177,8 +177,9 @@ type Store interface {
 	BeginRequest(ctx context.Context, rec *RequestRecord, ttl time.Duration) (*RequestRecord, bool, error)
 	// TakeOverRequest replaces a running record (of a worker that died) with rec.
 	TakeOverRequest(ctx context.Context, rec *RequestRecord, ttl time.Duration) error
-	// FinishRequest marks a request done with its result event.
-	FinishRequest(ctx context.Context, id string, result json.RawMessage, ttl time.Duration) error
+	// FinishRequest stores rec (the record the caller began or took over)
+	// done, with its result event.
+	FinishRequest(ctx context.Context, rec *RequestRecord, result json.RawMessage, ttl time.Duration) error
 	// GetRequest returns a request record, or CodeNotFound.
 	GetRequest(ctx context.Context, id string) (*RequestRecord, error)
 

@@ -166,23 +166,38 @@ func (s *Service) projectForRead(ctx context.Context, name string) (*berth.Proje
 }
 
 func (s *Service) loadProject(ctx context.Context, name string, fallback bool) (*berth.Project, *time.Time, error) {
-	p, err := s.Store.GetProject(ctx, name)
+	p, _, at, err := s.load(ctx, name, fallback, false)
+	return p, at, err
+}
+
+// load reads a project's config, and its cached status too when
+// withStatus is set (in the same round trip), falling back as
+// projectForRead says when fallback is set.
+func (s *Service) load(ctx context.Context, name string, fallback, withStatus bool) (*berth.Project, *berth.CachedStatus, *time.Time, error) {
+	var p *berth.Project
+	var cs *berth.CachedStatus
+	var err error
+	if withStatus {
+		p, cs, err = s.Store.GetProjectStatus(ctx, name)
+	} else {
+		p, err = s.Store.GetProject(ctx, name)
+	}
 	switch {
 	case err == nil:
 		s.known.remember(p, s.Now())
-		return p, nil, nil
+		return p, cs, nil, nil
 	case events.ErrorCode(err) == events.CodeNotFound:
 		s.known.forget(name)
-		return nil, nil, events.Errorf(events.CodeNotFound, "project %q is not configured", name).
+		return nil, nil, nil, events.Errorf(events.CodeNotFound, "project %q is not configured", name).
 			WithHint(fmt.Sprintf("configure it first: config.set on %s with workspace and production paths", name))
 	case fallback && events.ErrorCode(err) == events.CodeStoreUnavailable:
 		if kp, at, ok := s.known.get(name); ok {
 			zerolog.Ctx(ctx).Warn().Err(err).Time("config_read_at", at).
 				Msg("store unavailable: using the project configuration last read from it")
-			return kp, &at, nil
+			return kp, nil, &at, nil
 		}
 	}
-	return nil, nil, err
+	return nil, nil, nil, err
 }
 
 // lastKnown remembers, per project, the configuration last read from the

@@ -232,7 +232,7 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, User: cmd.User, State: berth.RequestRunning,
 		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
-	r.noRecord = false
+	r.noRecord, r.rec = false, rec
 	switch {
 	case err != nil && events.IsFast(action):
 		log.Warn().Err(err).Msg("no request record (store unavailable); serving the read-only command anyway")
@@ -274,7 +274,13 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	}
 	r.executed = true
 	r.emit(ctx, events.KindAccepted, nil)
-	log.Info().Msg("command accepted")
+	// A read answers within milliseconds and its "command done" line
+	// follows; a mutation may run for minutes, so its start is news.
+	lvl := zerolog.InfoLevel
+	if events.IsFast(action) {
+		lvl = zerolog.DebugLevel
+	}
+	log.WithLevel(lvl).Msg("command accepted")
 	data, herr := safeHandle(ctx, h, req, r)
 	return r.finish(ctx, data, herr)
 }
@@ -377,6 +383,7 @@ func (d *Dispatcher) retry(del Delivery, why string) Decision {
 type run struct {
 	d        *Dispatcher
 	ev       events.Event
+	rec      *berth.RequestRecord // the request's record, once begun
 	seq      atomic.Uint64
 	start    time.Time
 	del      Delivery
@@ -525,8 +532,8 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 	}
 	// The record is written before the result goes out, so whoever sees
 	// the result and sends the command again gets the stored result.
-	if !r.noRecord && events.ValidRequestID(r.ev.RequestID) {
-		if err := r.d.Store.FinishRequest(ctx, r.ev.RequestID, body, r.d.recordTTL()); err != nil {
+	if !r.noRecord && r.rec != nil && events.ValidRequestID(r.ev.RequestID) {
+		if err := r.d.Store.FinishRequest(ctx, r.rec, body, r.d.recordTTL()); err != nil {
 			r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")
 		}
 		// A plan awaiting confirmation is not an operation yet.

@@ -92,6 +92,14 @@ func (m *memStore) GetStatus(_ context.Context, p string) (*berth.CachedStatus, 
 	}
 	return s, nil
 }
+func (m *memStore) GetProjectStatus(ctx context.Context, name string) (*berth.Project, *berth.CachedStatus, error) {
+	p, err := m.GetProject(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, _ := m.GetStatus(ctx, name)
+	return p, st, nil
+}
 func (m *memStore) PutStatus(_ context.Context, p string, s *berth.CachedStatus, _ time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -128,18 +136,15 @@ func (m *memStore) TakeOverRequest(_ context.Context, rec *berth.RequestRecord, 
 	m.reqs[rec.ID] = &cp
 	return nil
 }
-func (m *memStore) FinishRequest(_ context.Context, id string, res json.RawMessage, _ time.Duration) error {
+func (m *memStore) FinishRequest(_ context.Context, rec *berth.RequestRecord, res json.RawMessage, _ time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.err(); err != nil {
 		return err
 	}
-	r, ok := m.reqs[id]
-	if !ok {
-		r = &berth.RequestRecord{ID: id}
-		m.reqs[id] = r
-	}
+	r := *rec
 	r.State, r.Result = berth.RequestDone, res
+	m.reqs[rec.ID] = &r
 	return nil
 }
 func (m *memStore) GetRequest(_ context.Context, id string) (*berth.RequestRecord, error) {

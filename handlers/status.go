@@ -84,7 +84,7 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
 		return nil, err
 	}
-	p, configAt, err := s.projectForRead(ctx, req.Project)
+	p, cs, configAt, err := s.load(ctx, req.Project, true, !a.Refresh)
 	if err != nil {
 		return nil, err
 	}
@@ -92,21 +92,14 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	if configAt != nil {
 		// The store is down: neither read nor write the status cache.
 		cacheErr = "the store is unavailable: the status comes from Docker and the project configuration from the worker's memory"
-	} else if !a.Refresh {
-		cs, err := s.Store.GetStatus(ctx, p.Name)
-		switch {
-		case err == nil:
-			var rep StatusReport
-			if jerr := json.Unmarshal(cs.Report, &rep); jerr == nil {
-				rep.Cached = true
-				at := cs.TakenAt
-				rep.CachedAt = &at
-				rep.refreshUptime(s.Now())
-				return &rep, nil
-			}
-		case events.ErrorCode(err) != events.CodeNotFound:
-			cacheErr = events.AsError(err).Message
-			zerolog.Ctx(ctx).Warn().Err(err).Msg("status cache unavailable; asking Docker")
+	} else if cs != nil {
+		var rep StatusReport
+		if jerr := json.Unmarshal(cs.Report, &rep); jerr == nil {
+			rep.Cached = true
+			at := cs.TakenAt
+			rep.CachedAt = &at
+			rep.refreshUptime(s.Now())
+			return &rep, nil
 		}
 	}
 	containers, err := s.Engine.Containers(ctx, p.ComposeProject)

@@ -68,28 +68,26 @@ func TestStatusCacheHitAndRefresh(t *testing.T) {
 	}
 }
 
-func TestStatusAnswersFromDockerWhenStoreCacheFails(t *testing.T) {
+func TestStatusReplacesAnUnreadableCacheEntry(t *testing.T) {
 	f := newFixture(t)
 	f.store.projects["po"] = sampleProject()
 	f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running"}}
-	// The project is readable but the cache is not: simulate by a store
-	// that fails on status calls only.
-	st := &failingStatusStore{memStore: f.store}
-	f.svc.Store = st
+	f.store.status["po"] = &berth.CachedStatus{TakenAt: time.Now(), Report: json.RawMessage(`{"services":`)}
 	out, err := f.svc.Status(context.Background(), &Request{Project: "po"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := out.(*StatusReport)
-	if rep.Cached || rep.CacheError == "" {
-		t.Fatalf("report %+v, want uncached with a cache_error", rep)
+	if rep := out.(*StatusReport); rep.Cached || rep.Summary.Running != 1 {
+		t.Fatalf("report %+v, want a fresh one from Docker", rep)
 	}
-}
-
-type failingStatusStore struct{ *memStore }
-
-func (s *failingStatusStore) GetStatus(context.Context, string) (*berth.CachedStatus, error) {
-	return nil, events.Errorf(events.CodeStoreUnavailable, "down")
+	var rep StatusReport
+	if err := json.Unmarshal(f.store.status["po"].Report, &rep); err != nil || rep.Summary.Running != 1 {
+		t.Fatalf("cache entry after the refresh: %v %+v", err, rep)
+	}
+	out, err = f.svc.Status(context.Background(), &Request{Project: "po"}, nil)
+	if err != nil || !out.(*StatusReport).Cached {
+		t.Fatalf("second status %+v %v, want it from the repaired cache", out, err)
+	}
 }
 
 func TestStatusUnknownProject(t *testing.T) {

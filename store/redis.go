@@ -23,9 +23,6 @@ import (
 // Config.HistoryCap is zero.
 const DefaultHistoryCap = 500
 
-// maxWatchRetries bounds the optimistic-transaction retries of FinishRequest.
-const maxWatchRetries = 16
-
 // Config configures a Store.
 type Config struct {
 	// URL locates Redis: redis://[user:password@]host[:port][/db],
@@ -271,6 +268,33 @@ func (s *Store) GetStatus(ctx context.Context, project string) (*berth.CachedSta
 	return &st, nil
 }
 
+// GetProjectStatus returns a project's config (or CodeNotFound) and its
+// cached status in one round trip. The status is nil when there is none,
+// it expired, or it cannot be decoded (a fresh one replaces it).
+func (s *Store) GetProjectStatus(ctx context.Context, name string) (*berth.Project, *berth.CachedStatus, error) {
+	vals, err := s.rdb.MGet(ctx, s.keys.Project(name), s.keys.Status(name)).Result()
+	if err != nil {
+		return nil, nil, s.fail("get project and status of "+name, err)
+	}
+	raw, ok := vals[0].(string)
+	if !ok {
+		return nil, nil, notFound("configure it with config.set", "project %q is not configured", name)
+	}
+	var p berth.Project
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		return nil, nil, corrupt(s.keys.Project(name), err)
+	}
+	raw, ok = vals[1].(string)
+	if !ok {
+		return &p, nil, nil
+	}
+	var st berth.CachedStatus
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return &p, nil, nil
+	}
+	return &p, &st, nil
+}
+
 // PutStatus caches the status of a project for ttl.
 func (s *Store) PutStatus(ctx context.Context, project string, st *berth.CachedStatus, ttl time.Duration) error {
 	if err := checkTTL("put status", ttl); err != nil {
@@ -352,52 +376,27 @@ func (s *Store) TakeOverRequest(ctx context.Context, rec *berth.RequestRecord, t
 }
 
 // FinishRequest marks a request done with its result event, keeping it for
-// ttl from now. A missing record (expired, or never begun) is created done.
-// result must be valid JSON; it is stored compacted.
-func (s *Store) FinishRequest(ctx context.Context, id string, result json.RawMessage, ttl time.Duration) error {
+// ttl from now, in one write: rec is the record the caller began (or took
+// over), stored with state done and the result. A record that expired
+// meanwhile is created done. result must be valid JSON; it is stored
+// compacted. rec itself is not modified.
+func (s *Store) FinishRequest(ctx context.Context, rec *berth.RequestRecord, result json.RawMessage, ttl time.Duration) error {
 	if err := checkTTL("finish request", ttl); err != nil {
 		return err
 	}
-	key := s.keys.Request(id)
-	update := func(tx *redis.Tx) error {
-		rec := berth.RequestRecord{ID: id}
-		b, err := tx.Get(ctx, key).Bytes()
-		switch {
-		case errors.Is(err, redis.Nil):
-		case err != nil:
-			return err
-		default:
-			if err := json.Unmarshal(b, &rec); err != nil {
-				return corrupt(key, err)
-			}
-		}
-		rec.State = berth.RequestDone
-		rec.Result = result
-		out, err := marshal(&rec)
-		if err != nil {
-			return events.Errorf(events.CodeInternal, "encode the result of request %q: %v", id, err)
-		}
-		_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-			pipe.Set(ctx, key, out, ttl)
-			return nil
-		})
-		return err
+	if rec == nil || rec.ID == "" {
+		return events.Errorf(events.CodeBadRequest, "a request record needs an id")
 	}
-	var err error
-	for range maxWatchRetries {
-		err = s.rdb.Watch(ctx, update, key)
-		if !errors.Is(err, redis.TxFailedErr) {
-			break
-		}
+	done := *rec
+	done.State, done.Result = berth.RequestDone, result
+	out, err := marshal(&done)
+	if err != nil {
+		return events.Errorf(events.CodeInternal, "encode the result of request %q: %v", rec.ID, err)
 	}
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, redis.TxFailedErr):
-		return events.Errorf(events.CodeInternal,
-			"finish request %q: the record kept changing during %d attempts", id, maxWatchRetries)
+	if err := s.rdb.Set(ctx, s.keys.Request(rec.ID), out, ttl).Err(); err != nil {
+		return s.fail("finish request "+rec.ID, err)
 	}
-	return s.fail("finish request "+id, err)
+	return nil
 }
 
 // GetRequest returns the record of a request, or CodeNotFound.

@@ -193,6 +193,51 @@ func TestStatusRoundTrip(t *testing.T) {
 	wantCode(t, s.PutStatus(ctx, "web", st, 0), events.CodeInternal)
 }
 
+func TestGetProjectStatus(t *testing.T) {
+	s := newStore(t, store.Config{})
+	ctx := t.Context()
+
+	_, _, err := s.GetProjectStatus(ctx, "web")
+	wantCode(t, err, events.CodeNotFound)
+	// A status without its project is still "not configured".
+	st := &berth.CachedStatus{TakenAt: t0, Report: json.RawMessage(`{"project":"web"}`)}
+	if err := s.PutStatus(ctx, "web", st, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.GetProjectStatus(ctx, "web")
+	wantCode(t, err, events.CodeNotFound)
+
+	want := sampleProject("web")
+	if err := s.PutProject(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	p, got, err := s.GetProjectStatus(ctx, "web")
+	if err != nil || !reflect.DeepEqual(p, want) || got == nil || !got.TakenAt.Equal(t0) || string(got.Report) != string(st.Report) {
+		t.Fatalf("GetProjectStatus = %+v, %+v, %v; want the project and the status", p, got, err)
+	}
+
+	if err := s.InvalidateStatus(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if p, got, err := s.GetProjectStatus(ctx, "web"); err != nil || p == nil || got != nil {
+		t.Fatalf("without a status: %+v, %+v, %v; want the project alone", p, got, err)
+	}
+	// An unreadable status entry is no status: a fresh one replaces it.
+	if err := s.Client().Set(ctx, s.Keys().Status("web"), "{broken", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p, got, err := s.GetProjectStatus(ctx, "web"); err != nil || p == nil || got != nil {
+		t.Fatalf("with a broken status: %+v, %+v, %v; want the project alone", p, got, err)
+	}
+	// An unreadable project is an error, not a missing one.
+	if err := s.Client().Set(ctx, s.Keys().Project("web"), "{broken", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.GetProjectStatus(ctx, "web"); err == nil || events.ErrorCode(err) == events.CodeNotFound {
+		t.Fatalf("with a broken project: %v, want an error other than not_found", err)
+	}
+}
+
 func TestStatusExpires(t *testing.T) {
 	s := newStore(t, store.Config{})
 	ctx := t.Context()
@@ -278,7 +323,7 @@ func TestFinishRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	result := json.RawMessage(`{"type":"result","ok":true,"big":12345678901234567890,"list":[],"s":"a/b<c>"}`)
-	if err := s.FinishRequest(ctx, "r1", result, 10*time.Minute); err != nil {
+	if err := s.FinishRequest(ctx, begun, result, 10*time.Minute); err != nil {
 		t.Fatalf("FinishRequest: %v", err)
 	}
 	got, err := s.GetRequest(ctx, "r1")
@@ -311,18 +356,18 @@ func TestFinishRequest(t *testing.T) {
 func TestFinishMissingRequest(t *testing.T) {
 	s := newStore(t, store.Config{})
 	ctx := t.Context()
-	if err := s.FinishRequest(ctx, "gone", json.RawMessage(`{"ok":false}`), time.Minute); err != nil {
+	if err := s.FinishRequest(ctx, sampleRequest("gone", "worker-a"), json.RawMessage(`{"ok":false}`), time.Minute); err != nil {
 		t.Fatalf("FinishRequest: %v", err)
 	}
 	got, err := s.GetRequest(ctx, "gone")
-	if err != nil || got.ID != "gone" || got.State != berth.RequestDone || string(got.Result) != `{"ok":false}` {
+	if err != nil || got.ID != "gone" || got.Worker != "worker-a" || got.State != berth.RequestDone || string(got.Result) != `{"ok":false}` {
 		t.Errorf("GetRequest = %+v, %v; want a done record", got, err)
 	}
 }
 
 func TestFinishRequestInvalidResult(t *testing.T) {
 	s := newStore(t, store.Config{})
-	err := s.FinishRequest(t.Context(), "r1", json.RawMessage(`{not json`), time.Minute)
+	err := s.FinishRequest(t.Context(), sampleRequest("r1", "worker-a"), json.RawMessage(`{not json`), time.Minute)
 	wantCode(t, err, events.CodeInternal)
 }
 
@@ -452,11 +497,14 @@ func TestStoreUnavailable(t *testing.T) {
 		"DeleteProject":    func() error { return s.DeleteProject(ctx, "web") },
 		"ListProjects":     func() error { _, err := s.ListProjects(ctx); return err },
 		"GetStatus":        func() error { _, err := s.GetStatus(ctx, "web"); return err },
+		"GetProjectStatus": func() error { _, _, err := s.GetProjectStatus(ctx, "web"); return err },
 		"PutStatus":        func() error { return s.PutStatus(ctx, "web", &berth.CachedStatus{}, time.Second) },
 		"InvalidateStatus": func() error { return s.InvalidateStatus(ctx, "web") },
 		"BeginRequest":     func() error { _, _, err := s.BeginRequest(ctx, rec, time.Second); return err },
 		"TakeOverRequest":  func() error { return s.TakeOverRequest(ctx, rec, time.Second) },
-		"FinishRequest":    func() error { return s.FinishRequest(ctx, "r1", json.RawMessage(`{}`), time.Second) },
+		"FinishRequest": func() error {
+			return s.FinishRequest(ctx, sampleRequest("r1", "w"), json.RawMessage(`{}`), time.Second)
+		},
 		"GetRequest":       func() error { _, err := s.GetRequest(ctx, "r1"); return err },
 		"AppendHistory":    func() error { return s.AppendHistory(ctx, "web", &berth.HistoryEntry{}) },
 		"History":          func() error { _, err := s.History(ctx, "web", 5); return err },
