@@ -123,6 +123,38 @@ type Service struct {
 	// known holds the project configurations last read from the store,
 	// for read-only commands while the store is unavailable.
 	known lastKnown
+	// gens counts the container events seen per project, so that a status
+	// read from Docker before an event is not cached after it.
+	gens statusGens
+}
+
+// statusGens is a generation counter per project, and one for all of them,
+// bumped by the engine watch before it drops cached statuses.
+type statusGens struct {
+	mu  sync.Mutex
+	all uint64
+	per map[string]uint64
+}
+
+// get returns the project's generation.
+func (g *statusGens) get(project string) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.all + g.per[project]
+}
+
+// bump moves the project's generation on ("" moves every project's).
+func (g *statusGens) bump(project string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if project == "" {
+		g.all++
+		return
+	}
+	if g.per == nil {
+		g.per = map[string]uint64{}
+	}
+	g.per[project]++
 }
 
 // NewService returns a Service with defaults applied.

@@ -180,6 +180,8 @@ type fakeEngine struct {
 	err        error
 	calls      int
 	lastLogs   berth.LogOptions
+	// onContainers, when set, runs during each Containers call.
+	onContainers func()
 }
 
 var _ berth.Engine = (*fakeEngine)(nil)
@@ -187,6 +189,9 @@ var _ berth.Engine = (*fakeEngine)(nil)
 func (f *fakeEngine) Ping(context.Context) error { return f.err }
 func (f *fakeEngine) Containers(context.Context, string) ([]berth.Container, error) {
 	f.calls++
+	if f.onContainers != nil {
+		f.onContainers()
+	}
 	return f.containers, f.err
 }
 func (f *fakeEngine) ComposeServices(context.Context, string, []string, string) ([]string, error) {

@@ -102,6 +102,12 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 			return &rep, nil
 		}
 	}
+	gen := s.gens.get(p.Name)
+	// The workspace comparison walks two trees while Docker answers.
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	behind := make(chan *Behind, 1)
+	go func() { behind <- s.behind(bctx, p) }()
 	containers, err := s.Engine.Containers(ctx, p.ComposeProject)
 	if err != nil {
 		return nil, err
@@ -112,15 +118,34 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	}
 	rep.CacheError = cacheErr
 	rep.ConfigReadAt = configAt
-	rep.Behind = s.behind(ctx, p)
+	rep.Behind = <-behind
 	if cacheErr == "" {
-		if raw, err := json.Marshal(rep); err == nil {
-			if err := s.Store.PutStatus(ctx, p.Name, &berth.CachedStatus{TakenAt: rep.TakenAt, Report: raw}, s.Config.StatusTTL); err != nil {
-				zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot cache status")
-			}
-		}
+		s.cacheStatus(ctx, p.Name, rep, gen)
 	}
 	return rep, nil
+}
+
+// cacheStatus stores a report read from Docker at generation gen of the
+// project, unless a container event came since: the report may predate
+// it. An event that comes while the report is being stored makes it be
+// dropped again, whichever of the two writes reaches the store first.
+func (s *Service) cacheStatus(ctx context.Context, project string, rep *StatusReport, gen uint64) {
+	if s.gens.get(project) != gen {
+		return
+	}
+	raw, err := json.Marshal(rep)
+	if err != nil {
+		return
+	}
+	if err := s.Store.PutStatus(ctx, project, &berth.CachedStatus{TakenAt: rep.TakenAt, Report: raw}, s.Config.StatusTTL); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot cache status")
+		return
+	}
+	if s.gens.get(project) != gen {
+		if err := s.Store.InvalidateStatus(ctx, project); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot drop a status cached as a container event came")
+		}
+	}
 }
 
 // BuildStatus turns the containers of a project into a status report:

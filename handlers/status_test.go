@@ -90,6 +90,70 @@ func TestStatusReplacesAnUnreadableCacheEntry(t *testing.T) {
 	}
 }
 
+// A container event that comes while a status is read from Docker must
+// not leave that (possibly older) report in the cache.
+func TestStatusNotCachedAcrossAContainerEvent(t *testing.T) {
+	t.Run("event during the Docker read", func(t *testing.T) {
+		f := newFixture(t)
+		f.store.projects["po"] = sampleProject()
+		f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running"}}
+		f.engine.onContainers = func() {
+			f.svc.gens.bump("po")
+			_ = f.store.InvalidateStatus(t.Context(), "po")
+		}
+		if _, err := f.svc.Status(t.Context(), &Request{Project: "po"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := f.store.status["po"]; ok {
+			t.Fatal("a report read before the event was cached")
+		}
+		// Without an event the report is cached.
+		f.engine.onContainers = nil
+		if _, err := f.svc.Status(t.Context(), &Request{Project: "po"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := f.store.status["po"]; !ok {
+			t.Fatal("no event, and still no cached report")
+		}
+	})
+	t.Run("event while the report is stored", func(t *testing.T) {
+		f := newFixture(t)
+		f.store.projects["po"] = sampleProject()
+		f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running"}}
+		st := &putHookStore{memStore: f.store}
+		st.afterPut = func() {
+			// The watch drops the entry before the put lands, then the put
+			// lands: only the status handler can drop it again.
+			f.svc.gens.bump("")
+		}
+		f.svc.Store = st
+		if _, err := f.svc.Status(t.Context(), &Request{Project: "po"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if st.puts != 1 {
+			t.Fatalf("%d puts, want 1", st.puts)
+		}
+		if _, ok := f.store.status["po"]; ok {
+			t.Fatal("a report stored as an event came stayed in the cache")
+		}
+	})
+}
+
+type putHookStore struct {
+	*memStore
+	puts     int
+	afterPut func()
+}
+
+func (s *putHookStore) PutStatus(ctx context.Context, p string, cs *berth.CachedStatus, ttl time.Duration) error {
+	err := s.memStore.PutStatus(ctx, p, cs, ttl)
+	s.puts++
+	if s.afterPut != nil {
+		s.afterPut()
+	}
+	return err
+}
+
 func TestStatusUnknownProject(t *testing.T) {
 	f := newFixture(t)
 	_, err := f.svc.Status(context.Background(), &Request{Project: "nope"}, nil)

@@ -154,6 +154,7 @@ func (ew *engineWatch) event(ctx context.Context, cp, action string, at time.Tim
 		}
 	}
 	for _, name := range names {
+		ew.s.gens.bump(name)
 		sctx, cancel := context.WithTimeout(ctx, watchStoreTimeout)
 		err := ew.s.Store.InvalidateStatus(sctx, name)
 		cancel()
@@ -208,6 +209,7 @@ func (ew *engineWatch) remapOrWarn(ctx context.Context, names []string) {
 // again.
 func (ew *engineWatch) invalidateAll(ctx context.Context, reason string) {
 	log := zerolog.Ctx(ctx)
+	ew.s.gens.bump("")
 	names, err := ew.remap(ctx, nil)
 	if err != nil {
 		log.Warn().Err(err).Str("reason", reason).Msg("cannot read the projects from the store; cached statuses may be stale until their TTL")
