@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -227,6 +228,18 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 			WithHint("use an inbox subject of your own, such as _INBOX.<id>, or leave reply_to out"))
 	}
 
+	req := &Request{ID: id, Project: project, Action: action, User: cmd.User, Args: cmd.Args,
+		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered)}
+	// A pure read delivered for the first time is authorized and answered
+	// while its record is begun; the answer is used only if the command
+	// turns out to be new. A redelivery waits for its record: it is the
+	// stored result that answers it.
+	var early func() speculation
+	if pureRead(action) && del.NumDelivered <= 1 {
+		early = d.speculate(ctx, h, *req, r)
+		defer early()
+	}
+
 	// Idempotency: a command already done re-publishes its result.
 	resumed := false
 	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, User: cmd.User, State: berth.RequestRunning,
@@ -264,25 +277,73 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		return d.retry(del, "duplicate of running request "+id)
 	}
 
-	req := &Request{ID: id, Project: project, Action: action, User: cmd.User, Args: cmd.Args,
-		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered), Resumed: resumed}
+	req.Resumed = resumed
 	r.req = req
+	if early != nil {
+		sp := early()
+		if sp.authErr != nil {
+			return r.finish(ctx, nil, sp.authErr)
+		}
+		r.accepted(action)
+		return r.finish(ctx, sp.data, sp.err)
+	}
 	if d.Authorize != nil {
 		if err := d.Authorize(ctx, req); err != nil {
 			return r.finish(ctx, nil, err)
 		}
 	}
+	r.accepted(action)
+	data, herr := safeHandle(ctx, h, req, r)
+	return r.finish(ctx, data, herr)
+}
+
+// pureRead reports whether an action only reads and reports nothing but
+// its result (no progress, log or confirm events), so that running it
+// once too often costs nothing.
+func pureRead(action string) bool {
+	switch action {
+	case events.ActionStatus, events.ActionConfigGet, events.ActionHistory:
+		return true
+	}
+	return false
+}
+
+// speculation is the outcome of a pure read run before its record was
+// begun: the authorization's refusal, or the handler's answer.
+type speculation struct {
+	authErr error
+	data    any
+	err     error
+}
+
+// speculate authorizes and runs a pure read on its own goroutine, on a
+// copy of the request; the returned function waits for its outcome.
+func (d *Dispatcher) speculate(ctx context.Context, h Handler, req Request, rep Reporter) func() speculation {
+	ch := make(chan speculation, 1)
+	go func() {
+		var sp speculation
+		if d.Authorize != nil {
+			sp.authErr = d.Authorize(ctx, &req)
+		}
+		if sp.authErr == nil {
+			sp.data, sp.err = safeHandle(ctx, h, &req, rep)
+		}
+		ch <- sp
+	}()
+	return sync.OnceValue(func() speculation { return <-ch })
+}
+
+// accepted marks the command as executed and announces it.
+func (r *run) accepted(action string) {
 	r.executed = true
-	r.emit(ctx, events.KindAccepted, nil)
+	_, _ = r.emit(r.ctx, events.KindAccepted, nil)
 	// A read answers within milliseconds and its "command done" line
 	// follows; a mutation may run for minutes, so its start is news.
 	lvl := zerolog.InfoLevel
 	if events.IsFast(action) {
 		lvl = zerolog.DebugLevel
 	}
-	log.WithLevel(lvl).Msg("command accepted")
-	data, herr := safeHandle(ctx, h, req, r)
-	return r.finish(ctx, data, herr)
+	r.log.WithLevel(lvl).Msg("command accepted")
 }
 
 // reservedSubject reports whether a reply_to names the server's API or one
@@ -530,11 +591,23 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 		o.CommandDone(r.ev.Action, code, r.d.now().Sub(r.start))
 		ObserveResult(o, r.ev.Action, data, herr)
 	}
-	// The record is written before the result goes out, so whoever sees
-	// the result and sends the command again gets the stored result.
+	// The record of a mutation is written before the result goes out, so
+	// whoever sees the result and sends the command again gets the stored
+	// result. A read is harmless to run twice: its record is written while
+	// the result goes out, and stored before the command is acknowledged.
+	stored := func() {}
 	if !r.noRecord && r.rec != nil && events.ValidRequestID(r.ev.RequestID) {
-		if err := r.d.Store.FinishRequest(ctx, r.rec, body, r.d.recordTTL()); err != nil {
-			r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")
+		store := func() {
+			if err := r.d.Store.FinishRequest(ctx, r.rec, body, r.d.recordTTL()); err != nil {
+				r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")
+			}
+		}
+		if events.IsFast(r.ev.Action) {
+			done := make(chan struct{})
+			go func() { defer close(done); store() }()
+			stored = func() { <-done }
+		} else {
+			store()
 		}
 		// A plan awaiting confirmation is not an operation yet.
 		if r.executed && !events.IsFast(r.ev.Action) && (e == nil || e.Code != events.CodeConfirmationRequired) {
@@ -551,7 +624,9 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 			}
 		}
 	}
-	if err := r.publish(ctx, events.KindResult, seq, body); err != nil {
+	err = r.publish(ctx, events.KindResult, seq, body)
+	stored()
+	if err != nil {
 		return r.d.retry(r.del, "result not published: "+err.Error())
 	}
 	r.audit(ctx, ok, e, dur)

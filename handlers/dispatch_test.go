@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -332,5 +333,51 @@ func TestDispatchAllowsReplyNamespace(t *testing.T) {
 	_, res := f.deliver(t, "berth.cmd.po.history", `{"user":"t:1","reply_to":"berth.reply.telegram.42"}`)
 	if res.Error != nil || len(f.em.replies["berth.reply.telegram.42"]) != 1 {
 		t.Fatalf("reply_to in berth.reply: %+v, replies %v", res.Error, f.em.replies)
+	}
+}
+
+// A pure read runs while its record is begun, but only a new command's
+// answer goes out: a first delivery of an id already done gets the stored
+// result, and a refused user never reaches the handler.
+func TestDispatchPureReadAnsweredAlongsideItsRecord(t *testing.T) {
+	f := newFixture(t)
+	f.st().projects["po"] = &berth.Project{Name: "po", ComposeProject: "po", Services: []string{"web"}}
+	f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running", StartedAt: time.Now()}}
+	body := `{"id":"s-1","user":"t:1","args":{"refresh":true}}`
+	_, first := f.deliver(t, "berth.cmd.po.status", body)
+	if !*first.OK || f.engine.calls != 1 {
+		t.Fatalf("first status %+v, engine calls %d", first, f.engine.calls)
+	}
+	if rec := f.st().reqs["s-1"]; rec == nil || rec.State != berth.RequestDone {
+		t.Fatalf("record after the answer: %+v", rec)
+	}
+	var kinds []events.Kind
+	for _, e := range f.em.events {
+		kinds = append(kinds, e.ev.Kind)
+	}
+	if !slices.Equal(kinds, []events.Kind{events.KindAccepted, events.KindResult}) {
+		t.Fatalf("events %v, want accepted then result", kinds)
+	}
+
+	// The same id in another message: the containers changed meanwhile,
+	// but the stored answer is the one given.
+	f.engine.containers = nil
+	dec := f.disp.Process(context.Background(), Delivery{Subject: "berth.cmd.po.status", Data: []byte(body), StreamSeq: 8, NumDelivered: 1, MaxDeliver: 5})
+	res := f.em.results()
+	if dec.Verdict != Ack || len(res) != 2 {
+		t.Fatalf("verdict %v, %d results", dec.Verdict, len(res))
+	}
+	a, _ := json.Marshal(first)
+	b, _ := json.Marshal(res[1])
+	if string(a) != string(b) {
+		t.Fatalf("re-published %s, want the stored %s", b, a)
+	}
+
+	// Refused: the handler never runs, and the refusal is the answer.
+	f.disp.Authorize = func(context.Context, *Request) error { return events.Errorf(events.CodeForbidden, "no") }
+	calls := f.engine.calls
+	_, refused := f.deliver(t, "berth.cmd.po.status", `{"id":"s-2","user":"t:2","args":{"refresh":true}}`)
+	if *refused.OK || refused.Error.Code != events.CodeForbidden || f.engine.calls != calls {
+		t.Fatalf("refused status %+v, engine calls %d → %d", refused, calls, f.engine.calls)
 	}
 }
