@@ -34,6 +34,10 @@ type Project struct {
 	Strategy string `json:"strategy"`
 	// RequireSecondApprover makes a different user confirm mutations.
 	RequireSecondApprover bool `json:"require_second_approver"`
+	// StabilizeS, when set, is how many seconds a service without a
+	// healthcheck must run unchanged after a mutation to count as up; nil
+	// means the worker's --stabilize.
+	StabilizeS *int `json:"stabilize_s,omitempty"`
 	// Roles maps users to their role in this project: viewer, operator
 	// or admin. Global admins come from the worker's configuration.
 	Roles map[string]string `json:"roles,omitempty"`

@@ -25,11 +25,17 @@ type ConfigSetArgs struct {
 	Strategy string `json:"strategy,omitempty"`
 	// RequireSecondApprover makes another user confirm mutations.
 	RequireSecondApprover bool `json:"require_second_approver,omitempty"`
+	// StabilizeS overrides the worker's stabilisation window for this
+	// project, in seconds (0 to MaxStabilizeS).
+	StabilizeS *int `json:"stabilize_s,omitempty"`
 	// Roles maps users to viewer, operator or admin.
 	Roles map[string]string `json:"roles,omitempty"`
 	// AnonymousViewers lets any user read the project.
 	AnonymousViewers bool `json:"anonymous_viewers,omitempty"`
 }
+
+// MaxStabilizeS bounds a project's stabilize_s (10 minutes).
+const MaxStabilizeS = 600
 
 // defaultComposeFiles are looked for, in order, when compose_files is empty.
 var defaultComposeFiles = []string{"compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"}
@@ -44,6 +50,10 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	}
 	if err := validateRoles(a.Roles); err != nil {
 		return nil, err
+	}
+	if a.StabilizeS != nil && (*a.StabilizeS < 0 || *a.StabilizeS > MaxStabilizeS) {
+		return nil, events.Errorf(events.CodeBadRequest, "stabilize_s %d is out of range", *a.StabilizeS).
+			WithHint(fmt.Sprintf("give a number of seconds from 0 to %d, or leave it out for the worker's default", MaxStabilizeS))
 	}
 	switch a.Strategy {
 	case "":
@@ -112,7 +122,7 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 		Name: req.Project, Workspace: ws, Production: prod,
 		ComposeProject: a.ComposeProject, ComposeFiles: files,
 		Services: services, PrimaryService: primary, Strategy: a.Strategy, RequireSecondApprover: a.RequireSecondApprover,
-		Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
+		StabilizeS: a.StabilizeS, Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
 		CreatedAt: now, UpdatedAt: now, UpdatedBy: req.User,
 	}
 	if old, err := s.Store.GetProject(ctx, req.Project); err == nil {

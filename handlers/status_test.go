@@ -254,6 +254,9 @@ func TestConfigSetValidatesPaths(t *testing.T) {
 		"compose flag":    {"workspace": ws, "production": prod, "compose_files": []string{"-f"}},
 		"bad primary":     {"workspace": ws, "production": prod, "primary_service": "db"},
 		"bad compose prj": {"workspace": ws, "production": prod, "compose_project": "Po;rm"},
+		"negative window": {"workspace": ws, "production": prod, "stabilize_s": -1},
+		"window too long": {"workspace": ws, "production": prod, "stabilize_s": MaxStabilizeS + 1},
+		"window not int":  {"workspace": ws, "production": prod, "stabilize_s": 1.5},
 	} {
 		if _, err := set(args); events.ErrorCode(err) != events.CodeBadRequest {
 			t.Errorf("%s: got %v, want bad_request", name, err)
@@ -264,7 +267,17 @@ func TestConfigSetValidatesPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := out.(*berth.Project)
-	if p.PrimaryService != "web" || strings.Join(p.Services, ",") != "web,worker" || p.ComposeFiles[0] != "compose.yaml" || p.UpdatedBy != "t:1" {
+	if p.PrimaryService != "web" || strings.Join(p.Services, ",") != "web,worker" || p.ComposeFiles[0] != "compose.yaml" || p.UpdatedBy != "t:1" || p.StabilizeS != nil {
 		t.Fatalf("project %+v", p)
+	}
+	// A window of 0 is kept as 0, not as "the worker's default".
+	if out, err = set(map[string]any{"workspace": ws, "production": prod, "stabilize_s": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if p := out.(*berth.Project); p.StabilizeS == nil || *p.StabilizeS != 0 || f.svc.stabilize(p) != 0 {
+		t.Fatalf("stabilize_s 0: %+v", p.StabilizeS)
+	}
+	if stored, err := f.store.GetProject(t.Context(), "po"); err != nil || stored.StabilizeS == nil || *stored.StabilizeS != 0 {
+		t.Fatalf("stored project %+v, %v", stored, err)
 	}
 }

@@ -48,6 +48,7 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 	ready := map[string]ServiceHealth{}
 	firstSeen := map[string]int{} // restart count per container at first sight
 	stableSince := map[string]time.Time{}
+	window := s.stabilize(p)
 	for {
 		cs, err := s.Engine.Containers(ctx, p.ComposeProject)
 		if err != nil {
@@ -69,7 +70,7 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 			}
 			allUp := true
 			for _, c := range mine {
-				up, fail := s.containerUp(c, now, firstSeen, stableSince)
+				up, fail := containerUp(c, now, window, firstSeen, stableSince)
 				if fail != "" {
 					return nil, s.failure(ctx, p, c, fail), nil
 				}
@@ -103,8 +104,17 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 	}
 }
 
-// containerUp says whether c counts as up, or why it failed.
-func (s *Service) containerUp(c berth.Container, now time.Time, firstSeen map[string]int, stableSince map[string]time.Time) (bool, string) {
+// stabilize is the stabilisation window of a project's services.
+func (s *Service) stabilize(p *berth.Project) time.Duration {
+	if p.StabilizeS != nil {
+		return time.Duration(*p.StabilizeS) * time.Second
+	}
+	return s.Config.Stabilize
+}
+
+// containerUp says whether c counts as up, or why it failed; window is the
+// time it must have run unchanged when it has no healthcheck.
+func containerUp(c berth.Container, now time.Time, window time.Duration, firstSeen map[string]int, stableSince map[string]time.Time) (bool, string) {
 	if _, ok := firstSeen[c.Name]; !ok {
 		firstSeen[c.Name] = c.RestartCount
 	}
@@ -132,7 +142,7 @@ func (s *Service) containerUp(c berth.Container, now time.Time, firstSeen map[st
 		}
 		stableSince[c.Name] = since
 	}
-	return now.Sub(since) >= s.Config.Stabilize, ""
+	return now.Sub(since) >= window, ""
 }
 
 // failure gathers what a user needs to see why c failed: its health-check
