@@ -580,17 +580,6 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 	if err != nil {
 		return Decision{Verdict: Term, Reason: "result not encodable: " + err.Error()}
 	}
-	if ok {
-		r.log.Info().Int64("duration_ms", dur).Msg("command done")
-	}
-	if o := r.d.Observer; o != nil {
-		var code events.Code
-		if e != nil {
-			code = e.Code
-		}
-		o.CommandDone(r.ev.Action, code, r.d.now().Sub(r.start))
-		ObserveResult(o, r.ev.Action, data, herr)
-	}
 	// The record of a mutation is written before the result goes out, so
 	// whoever sees the result and sends the command again gets the stored
 	// result. A read is harmless to run twice: its record is written while
@@ -625,6 +614,18 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 		}
 	}
 	err = r.publish(ctx, events.KindResult, seq, body)
+	// What is not the answer comes after it.
+	if ok {
+		r.log.Info().Int64("duration_ms", dur).Msg("command done")
+	}
+	if o := r.d.Observer; o != nil {
+		var code events.Code
+		if e != nil {
+			code = e.Code
+		}
+		o.CommandDone(r.ev.Action, code, r.d.now().Sub(r.start))
+		ObserveResult(o, r.ev.Action, data, herr)
+	}
 	stored()
 	if err != nil {
 		return r.d.retry(r.del, "result not published: "+err.Error())
