@@ -15,7 +15,7 @@ import (
 // shell completion offers them. A test keeps the two in step.
 var actionArgKeys = map[string][]string{
 	events.ActionConfigSet: {"workspace", "production", "compose_project", "compose_files", "primary_service",
-		"strategy", "require_second_approver", "roles", "anonymous_viewers"},
+		"strategy", "require_second_approver", "stabilize_s", "roles", "anonymous_viewers"},
 	events.ActionConfigGet:    nil,
 	events.ActionConfigDelete: nil,
 	events.ActionStatus:       {"refresh"},
