@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"strconv"
@@ -60,10 +61,15 @@ func (e *Engine) Logs(ctx context.Context, containerID string, opts berth.LogOpt
 		}
 		return nil
 	}
+	// The engine writes a frame per line: reading them through a large
+	// buffer takes one trip through the HTTP body's layers per buffer
+	// instead of two per line. A read returns what has come, so a followed
+	// stream is not delayed.
+	br := bufio.NewReaderSize(rc, 64<<10)
 	if tty {
-		err = rawLines(rc, opts.Timestamps, pass)
+		err = rawLines(br, opts.Timestamps, pass)
 	} else {
-		err = Demux(rc, opts.Timestamps, pass)
+		err = Demux(br, opts.Timestamps, pass)
 	}
 	switch {
 	case err == nil:

@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind is the kind of an event, also the last token of its subject.
@@ -94,4 +95,47 @@ type AuditRecord struct {
 	Delivery   uint64 `json:"delivery"`
 	// Signed says whether the command carried a valid signature.
 	Signed bool `json:"signed"`
+}
+
+// EncodedLen is the length of l encoded by encoding/json (json.Marshal),
+// computed without encoding it.
+func (l LogLine) EncodedLen() int {
+	n := len(`{"stream":,"line":}`) + jsonStringLen(l.Stream) + jsonStringLen(l.Line)
+	if l.TS != "" {
+		n += len(`,"ts":`) + jsonStringLen(l.TS)
+	}
+	return n
+}
+
+// jsonStringLen is the length of s as a JSON string written by
+// encoding/json: quoted, with <, > and & escaped for HTML, invalid UTF-8
+// replaced by \ufffd, and U+2028 and U+2029 escaped.
+func jsonStringLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t':
+				n += 2
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 6
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
 }

@@ -680,8 +680,7 @@ func (r *run) reply(ctx context.Context, body []byte) {
 }
 
 func encodedLen(l events.LogLine) int {
-	b, _ := json.Marshal(l)
-	return len(b) + 1
+	return l.EncodedLen() + 1 // and its comma
 }
 
 func clip(s string, n int) string {

@@ -219,6 +219,7 @@ type sentEvent struct {
 	subject, msgID string
 	durable        bool
 	ev             events.Event
+	size           int // of the encoded event
 }
 
 // fakeEmitter records events.
@@ -248,7 +249,7 @@ func (f *fakeEmitter) Emit(_ context.Context, subject, msgID string, body []byte
 	if err := json.Unmarshal(body, &ev); err != nil {
 		panic(err)
 	}
-	f.events = append(f.events, sentEvent{subject, msgID, durable, ev})
+	f.events = append(f.events, sentEvent{subject, msgID, durable, ev, len(body)})
 	return nil
 }
 

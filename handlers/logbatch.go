@@ -68,3 +68,64 @@ func (b *logBatcher) stop() {
 	close(b.stopC)
 	<-b.done
 }
+
+// logStreamChunk is how many bytes of lines (counted as logBytes does) a
+// logStream is handed at a time: about one log event's worth.
+const logStreamChunk = events.MaxLogChunk - 8*1024
+
+// logStream sends lines as log events from its own goroutine, so that
+// encoding and publishing them overlaps with reading the next ones.
+type logStream struct {
+	ch   chan []events.LogLine
+	done chan struct{}
+	mu   sync.Mutex
+	sent int
+	err  error
+}
+
+// newLogStream starts a logStream; prepare (redaction) runs on each batch
+// on the stream's goroutine before it is sent.
+func newLogStream(rep Reporter, prepare func([]events.LogLine)) *logStream {
+	s := &logStream{ch: make(chan []events.LogLine, 4), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for lines := range s.ch {
+			s.mu.Lock()
+			failed := s.err != nil
+			s.mu.Unlock()
+			if failed {
+				continue
+			}
+			prepare(lines)
+			err := rep.Log(lines)
+			s.mu.Lock()
+			s.err = err
+			if err == nil {
+				s.sent += len(lines)
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// send queues lines, which the caller must not touch again; it returns
+// the error of an earlier send, if any.
+func (s *logStream) send(lines []events.LogLine) error {
+	s.mu.Lock()
+	err := s.err
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.ch <- lines
+	return nil
+}
+
+// close waits until every queued line is sent, and returns how many were
+// and the first error.
+func (s *logStream) close() (int, error) {
+	close(s.ch)
+	<-s.done
+	return s.sent, s.err
+}

@@ -98,27 +98,63 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 	}
 	res := &LogsResult{Service: svc, Container: c.Name, Lines: []events.LogLine{}, ConfigReadAt: configAt}
 	var lines []events.LogLine
+	size := 0
+	// Without grep the engine's tail is exact, so once the lines are known
+	// to go out as log events (when following, or past the result's
+	// budget) they go out while the rest is read.
+	var out *logStream
 	err = s.Engine.Logs(ctx, c.ID, opts, func(l events.LogLine) error {
-		if grep == nil || grep.MatchString(l.Line) {
-			l.Line = s.redact(p, l.Line)
-			lines = append(lines, l)
+		if grep != nil && !grep.MatchString(l.Line) {
+			return nil
+		}
+		// Redaction comes when the lines go out: on the stream's goroutine,
+		// or after the tail is cut.
+		lines = append(lines, l)
+		size += len(l.Line) + len(l.TS) + 32
+		if out == nil && grep == nil && (a.FollowS > 0 || size > maxResultLogBytes) {
+			out = newLogStream(rep, func(ls []events.LogLine) {
+				for i := range ls {
+					ls[i].Line = s.redact(p, ls[i].Line)
+				}
+			})
+		}
+		if out != nil && size >= logStreamChunk {
+			if err := out.send(lines); err != nil {
+				return err
+			}
+			lines, size = nil, 0
 		}
 		return nil
 	})
+	if out != nil {
+		if err == nil && len(lines) > 0 {
+			err = out.send(lines)
+		}
+		n, serr := out.close()
+		if err == nil {
+			err = serr
+		}
+		res.Count, res.InEvents = n, true
+	}
 	if err != nil {
 		return nil, err
 	}
-	if tail > 0 && len(lines) > tail {
-		lines = lines[len(lines)-tail:]
-	}
-	res.Count = len(lines)
-	if a.FollowS == 0 && logBytes(lines) <= maxResultLogBytes {
-		res.Lines = lines
-		return res, nil
-	}
-	res.InEvents = true
-	if err := rep.Log(lines); err != nil {
-		return nil, err
+	if out == nil {
+		if tail > 0 && len(lines) > tail {
+			lines = lines[len(lines)-tail:]
+		}
+		for i := range lines {
+			lines[i].Line = s.redact(p, lines[i].Line)
+		}
+		res.Count = len(lines)
+		if a.FollowS == 0 && logBytes(lines) <= maxResultLogBytes {
+			res.Lines = lines
+			return res, nil
+		}
+		res.InEvents = true
+		if err := rep.Log(lines); err != nil {
+			return nil, err
+		}
 	}
 	if a.FollowS == 0 {
 		return res, nil

@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/redact"
 )
 
 func sampleProject() *berth.Project {
@@ -216,6 +218,97 @@ func TestLogsArguments(t *testing.T) {
 		if _, err := logs(args); events.ErrorCode(err) != code {
 			t.Errorf("%s: got %v, want %s", args, err, code)
 		}
+	}
+}
+
+// A tail larger than the result's budget goes out as log events, in
+// order, none of them over the chunk size, with or without grep.
+func TestLogsLargeTailAsEvents(t *testing.T) {
+	for _, c := range []struct {
+		name, args string
+		want       func(i int) bool // which of the engine's lines are expected
+		count      int
+	}{
+		{"tail", `{"tail":10000}`, func(i int) bool { return i >= 2000 }, 10000},
+		// The engine is asked for the last MaxTail lines, and the last
+		// 5000 matches of those are kept.
+		{"grep", `{"tail":5000,"grep":"keep"}`, func(i int) bool { return i%4 != 0 && i >= 2000 }, 5000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			var err error
+			if f.svc.Redactor, err = redact.New(nil, false); err != nil {
+				t.Fatal(err)
+			}
+			f.store.projects["po"] = sampleProject()
+			f.engine.containers = []berth.Container{{ID: "c1", Service: "web", Name: "po-web-1", State: "running"}}
+			for i := range 12000 {
+				word := "keep"
+				if i%4 == 0 {
+					word = "drop"
+				}
+				stream := "stdout"
+				if i%50 == 0 {
+					stream = "stderr"
+				}
+				secret := ""
+				if i%1000 == 999 {
+					secret = " password=hunter2"
+				}
+				f.engine.lines = append(f.engine.lines, events.LogLine{Stream: stream,
+					Line: fmt.Sprintf("%06d %s <%s> %s%s", i, word, strings.Repeat("x", 90), "\\u00e9 é", secret)})
+			}
+			_, res := f.deliver(t, "berth.cmd.po.logs", `{"id":"l-`+c.name+`","user":"t:1","args":`+c.args+`}`)
+			if !*res.OK {
+				t.Fatalf("result %+v", res.Error)
+			}
+			var out LogsResult
+			if err := json.Unmarshal(res.Data, &out); err != nil {
+				t.Fatal(err)
+			}
+			var got []events.LogLine
+			lastSeq := uint64(0)
+			for _, e := range f.em.events {
+				if e.ev.Kind != events.KindLog {
+					continue
+				}
+				if e.size > events.MaxLogChunk {
+					t.Fatalf("log event of %d bytes", e.size)
+				}
+				if e.ev.Seq <= lastSeq || e.ev.Seq >= res.Seq {
+					t.Fatalf("log event seq %d after %d, result %d", e.ev.Seq, lastSeq, res.Seq)
+				}
+				lastSeq = e.ev.Seq
+				got = append(got, e.ev.Lines...)
+			}
+			var want []events.LogLine
+			for i, l := range f.engine.lines {
+				if c.want(i) {
+					want = append(want, l)
+				}
+			}
+			want = want[len(want)-c.count:]
+			if !out.InEvents || out.Count != c.count || len(out.Lines) != 0 || len(got) != c.count {
+				t.Fatalf("in_events %v, count %d, inline %d, in events %d; want %d in events", out.InEvents, out.Count, len(out.Lines), len(got), c.count)
+			}
+			redacted := 0
+			for i := range want {
+				switch {
+				case strings.Contains(got[i].Line, "hunter2"):
+					t.Fatalf("line %d not redacted: %q", i, got[i].Line)
+				case strings.Contains(want[i].Line, "hunter2"):
+					redacted++
+					if prefix := want[i].Line[:strings.Index(want[i].Line, "hunter2")]; !strings.HasPrefix(got[i].Line, prefix) {
+						t.Fatalf("line %d: %q, want %q redacted", i, got[i].Line, want[i].Line)
+					}
+				case got[i] != want[i]:
+					t.Fatalf("line %d: %+v, want %+v", i, got[i], want[i])
+				}
+			}
+			if redacted == 0 {
+				t.Fatal("no line with a secret among those expected")
+			}
+		})
 	}
 }
 
