@@ -56,6 +56,8 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 		}
 		now := s.Now()
 		pending := 0
+		// The next look: in verifyPoll, or as a stabilisation window ends.
+		next := verifyPoll
 		for _, svc := range scope {
 			if _, ok := ready[svc]; ok {
 				continue
@@ -75,6 +77,11 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 					return nil, s.failure(ctx, p, c, fail), nil
 				}
 				allUp = allUp && up
+				if since, ok := stableSince[c.Name]; ok && !up {
+					if d := since.Add(window).Sub(now); d > 0 && d < next {
+						next = max(d, 5*time.Millisecond)
+					}
+				}
 			}
 			if allUp {
 				c := mine[0]
@@ -99,10 +106,14 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 		select {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(next):
 		}
 	}
 }
+
+// verifyPoll is how often verify looks at the containers while none of
+// them is about to end its stabilisation window.
+const verifyPoll = 250 * time.Millisecond
 
 // stabilize is the stabilisation window of a project's services.
 func (s *Service) stabilize(p *berth.Project) time.Duration {
