@@ -182,7 +182,9 @@ func (s *Server) Stop() error {
 
 // serve answers one query. It runs on the endpoint's subscription, so an
 // endpoint answers one query at a time per worker; more workers in the
-// queue group answer more at once.
+// queue group answer more at once. Answering on other goroutines would
+// make $SRV.STATS wrong: the micro library counts requests, errors and
+// processing time around this call.
 func (s *Server) serve(r natsmicro.Request, ep endpoint) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
