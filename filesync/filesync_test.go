@@ -321,11 +321,15 @@ func TestRulesExcluded(t *testing.T) {
 		{[]string{"[a-c].txt"}, "d.txt", false, false},
 		{[]string{"[^a-c].txt"}, "d.txt", false, true},
 		{[]string{"[^a-c].txt"}, "a.txt", false, false},
-		// go-git matches names with filepath.Match: "[!" is not a
-		// negated class and "[:digit:]" is not a character class.
-		{[]string{"[!a-c].txt"}, "d.txt", false, false},
-		{[]string{"[!a-c].txt"}, "a.txt", false, true},
-		{[]string{"[[:digit:]].txt"}, "7.txt", false, false},
+		// As in git: "[!" negates, POSIX classes name their characters,
+		// a "]" first in a class is a character.
+		{[]string{"[!a-c].txt"}, "d.txt", false, true},
+		{[]string{"[!a-c].txt"}, "a.txt", false, false},
+		{[]string{"[[:digit:]].txt"}, "7.txt", false, true},
+		{[]string{"[[:digit:]].txt"}, "x.txt", false, false},
+		{[]string{"[]x].txt"}, "].txt", false, true},
+		{[]string{"[!]x].txt"}, "].txt", false, false},
+		{[]string{"[[:nope:]].txt"}, "n.txt", false, false},
 		{[]string{`\#hash`}, "#hash", false, true},
 		{[]string{`\!bang`}, "!bang", false, true},
 		{[]string{"# comment"}, "# comment", false, false},

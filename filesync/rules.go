@@ -194,11 +194,108 @@ func parseLines(lines []string) []gitignore.Pattern {
 	return ps
 }
 
-// ruleLine is line without its "\r", and whether it is a pattern: not a
-// blank line or a comment.
+// ruleLine is line without its "\r", its bracket expressions in the syntax
+// of path.Match (gitClasses), and whether it is a pattern: not a blank line
+// or a comment.
 func ruleLine(line string) (string, bool) {
 	line = strings.TrimSuffix(line, "\r")
-	return line, !strings.HasPrefix(line, "#") && strings.TrimSpace(line) != ""
+	return gitClasses(line), !strings.HasPrefix(line, "#") && strings.TrimSpace(line) != ""
+}
+
+// posixClasses are the character classes of git's wildmatch, in the C
+// locale, as ranges and escaped characters of path.Match; "/" is left out
+// of punct, as a class never matches it in a path (and go-git splits
+// patterns at every "/").
+var posixClasses = map[string]string{
+	"alnum":  "0-9A-Za-z",
+	"alpha":  "A-Za-z",
+	"blank":  " \t",
+	"cntrl":  "\x00-\x1f\x7f",
+	"digit":  "0-9",
+	"graph":  "!-~",
+	"lower":  "a-z",
+	"print":  " -~",
+	"punct":  `\!\"\#\$\%\&\'\(\)\*\+\,\-\.\:\;\<\=\>\?\@\[\\\]\^\_\` + "`" + `\{\|\}\~`,
+	"space":  " \t\n\v\f\r",
+	"upper":  "A-Z",
+	"xdigit": "0-9A-Fa-f",
+}
+
+// gitClasses rewrites the bracket expressions of a gitignore pattern into
+// the syntax of path.Match, which go-git's matcher uses: "[!...]" negates
+// as "[^...]" does, POSIX classes such as "[:digit:]" become the characters
+// they name, and a "]" first in a class is a character. A pattern without
+// "[" is returned as it is; an unclosed "[" is left for the matcher, which
+// then matches nothing with it.
+func gitClasses(p string) string {
+	if !strings.Contains(p, "[") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		switch c := p[i]; {
+		case c == '\\' && i+1 < len(p):
+			b.WriteString(p[i : i+2])
+			i += 2
+		case c == '[':
+			if class, end, ok := bracket(p, i); ok {
+				b.WriteString(class)
+				i = end
+				continue
+			}
+			b.WriteByte(c)
+			i++
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	return b.String()
+}
+
+// bracket translates the bracket expression that starts at p[i] (a "[")
+// and returns it with the index just past its "]"; ok is false when it is
+// not closed.
+func bracket(p string, i int) (class string, end int, ok bool) {
+	var b strings.Builder
+	b.WriteByte('[')
+	j := i + 1
+	if j < len(p) && (p[j] == '!' || p[j] == '^') {
+		b.WriteByte('^')
+		j++
+	}
+	for first := true; j < len(p); first = false {
+		c := p[j]
+		switch {
+		case c == ']' && !first:
+			b.WriteByte(']')
+			return b.String(), j + 1, true
+		case c == ']':
+			b.WriteString(`\]`)
+			j++
+		case c == '\\' && j+1 < len(p):
+			b.WriteString(p[j : j+2])
+			j += 2
+		case c == '-' && (first || strings.HasPrefix(p[j+1:], "]")):
+			// First or last, "-" is a character.
+			b.WriteString(`\-`)
+			j++
+		case c == '[' && strings.HasPrefix(p[j:], "[:"):
+			if k := strings.Index(p[j+2:], ":]"); k >= 0 {
+				if set, known := posixClasses[p[j+2:j+2+k]]; known {
+					b.WriteString(set)
+					j += 2 + k + 2
+					continue
+				}
+			}
+			b.WriteString(`\[`)
+			j++
+		default:
+			b.WriteByte(c)
+			j++
+		}
+	}
+	return "", 0, false
 }
 
 // hasSlash reports whether go-git's ParsePattern treats line as a path
