@@ -305,10 +305,11 @@ func TestRulesExcluded(t *testing.T) {
 		{[]string{"**/foo"}, "a/b/foo", false, true},
 		{[]string{"**/foo/bar"}, "x/foo/bar", false, true},
 		{[]string{"abc/**"}, "abc/x/y", false, true},
-		// go-git's "abc/**" matches abc itself too (git's does not), so
-		// nothing in abc can be re-included.
-		{[]string{"abc/**"}, "abc", true, true},
-		{[]string{"abc/**", "!abc/keep"}, "abc/keep", false, true},
+		// As in git, "abc/**" matches what is inside abc, not abc, so a
+		// file in abc can be re-included.
+		{[]string{"abc/**"}, "abc", true, false},
+		{[]string{"abc/**", "!abc/keep"}, "abc/keep", false, false},
+		{[]string{"abc/**", "!abc/keep"}, "abc/other", false, true},
 		{[]string{"abc/*", "!abc/keep"}, "abc/keep", false, false},
 		{[]string{"a/**/b"}, "a/b", false, true},
 		{[]string{"a/**/b"}, "a/x/y/b", false, true},
@@ -353,9 +354,15 @@ func TestRulesExcluded(t *testing.T) {
 		{[]string{"*", "!*/", "!src/**"}, "src/main.go", false, false},
 		{[]string{"*", "!*/", "!src/**"}, "web/main.go", false, true},
 		{[]string{"!*/"}, "config/.env", false, true},
-		// go-git's path patterns also match everything under the path, so
-		// a "!" path re-includes what is inside (git would not).
-		{[]string{"*.c", "!a/b"}, "a/b/x.c", false, false},
+		// As in git, a path pattern matches that path, not what is inside
+		// it: "!a/b" re-includes a/b, and x.c inside is still *.c.
+		{[]string{"*.c", "!a/b"}, "a/b/x.c", false, true},
+		{[]string{"a/b/", "!a/b/"}, "a/b/x.c", false, false},
+		{[]string{"a/**/b"}, "a/b", false, true},
+		{[]string{"a/**/b"}, "a/x/y/b", false, true},
+		{[]string{"a/**/b"}, "a/x/y/c", false, false},
+		{[]string{"a/**/**/b"}, "a/b", false, true},
+		{[]string{"a/x**y/b"}, "a/xzzy/b", false, true},
 		{[]string{`a[\-]b`}, "a-b", false, true},
 		{[]string{`a[\-]b`}, "a,b", false, false},
 		{[]string{"héllo*"}, "héllo-wörld", false, true},

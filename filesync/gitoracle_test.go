@@ -27,7 +27,7 @@ var oracleCases = []string{
 	"*.txt\n!y1.txt", "abc", "abc/", "a*/x", "**/x", "x.?", "x.??", "q\\[1\\].txt", "star\\*.txt",
 	"*.d/", "z/*\n!z/visible", "/*\n!/doc", "**", "*", "doc/*", "doc/*/", "/doc/sub/", "sub",
 	"**/*.log\n!logs/**", "*.TXT", "[", "a/b/", "a/b/**", "*/c.txt", "/*/c.txt",
-	"[]x].txt", "[!]x].txt", "[[:nope:]].txt", "[[:punct:]].txt", "q[[:digit:]-].txt", "[a-]*",
+	"abc/**\n!abc/x", "*.txt\n!a/b", "*.txt\n!a/b/", "a/**/c.txt\n!a/b/", "a/x**y/b", "a/**/**/c.txt", "/a/**", "abc/**\n!abc/y/", "doc/**\n!doc/sub/b.md", "[]x].txt", "[!]x].txt", "[[:nope:]].txt", "[[:punct:]].txt", "q[[:digit:]-].txt", "[a-]*",
 }
 
 // oracleByteWise are the known differences: git's wildmatch matches "?"

@@ -56,11 +56,15 @@ var (
 // directory is excluded). Excluded paths are never copied from the
 // workspace, and never modified, deleted or backed up in production.
 //
-// The matching itself is go-git's gitignore package; Rules adds the hard
-// rules, which no "!" line can undo, and the rule that nothing inside an
-// excluded directory can be re-included. Literal names and simple globs
-// such as "*.pyc" are decided without go-git, with the same results
-// (fastMatcher; tested against go-git's matcher).
+// The lines are parsed and combined by go-git's gitignore package; name
+// patterns (no slash) are matched against the base name with it, path
+// patterns by pathPattern, and bracket expressions are rewritten first
+// (gitClasses), so that the results are git's: TestRulesAgreeWithGit checks
+// them against git itself. Rules adds the hard rules, which no "!" line
+// can undo, and the rule that nothing inside an excluded directory can be
+// re-included. Literal names and simple globs such as "*.pyc" are decided
+// without go-git, with the same results (fastMatcher; fuzzed against the
+// matcher).
 type Rules struct {
 	hard    gitignore.Matcher
 	matcher gitignore.Matcher
@@ -185,9 +189,9 @@ func parseLines(lines []string) []gitignore.Pattern {
 		if !ok {
 			continue
 		}
-		p := gitignore.ParsePattern(line, nil)
-		if !hasSlash(line) {
-			p = baseNamePattern{p}
+		var p gitignore.Pattern = baseNamePattern{gitignore.ParsePattern(line, nil)}
+		if hasSlash(line) {
+			p = parsePathPattern(line)
 		}
 		ps = append(ps, p)
 	}
@@ -195,11 +199,17 @@ func parseLines(lines []string) []gitignore.Pattern {
 }
 
 // ruleLine is line without its "\r", its bracket expressions in the syntax
-// of path.Match (gitClasses), and whether it is a pattern: not a blank line
-// or a comment.
+// of path.Match (gitClasses), a trailing "/**" as "/**/*", and whether it
+// is a pattern: not a blank line or a comment. In git "abc/**" matches
+// everything inside abc but not abc itself, so "!abc/keep" can bring a
+// file back; go-git's matcher also matches abc with it.
 func ruleLine(line string) (string, bool) {
 	line = strings.TrimSuffix(line, "\r")
-	return gitClasses(line), !strings.HasPrefix(line, "#") && strings.TrimSpace(line) != ""
+	ok := !strings.HasPrefix(line, "#") && strings.TrimSpace(line) != ""
+	if t := strings.TrimRight(line, " "); strings.HasSuffix(t, "/**") && !strings.HasSuffix(line, `\ `) {
+		line = t + "/*"
+	}
+	return gitClasses(line), ok
 }
 
 // posixClasses are the character classes of git's wildmatch, in the C
@@ -314,6 +324,78 @@ func hasSlash(line string) bool {
 // name in the path, so that "!src" would re-include src/.env after ".env"
 // and the "*" then "!*/" idiom would re-include every file in a
 // subdirectory; Rules checks the parent directories itself.
+// pathPattern is a gitignore line with a slash, matched as git matches it:
+// against the whole path, "**" standing for any number of directories.
+// go-git's own glob matching also matches every path below a match, so a
+// "!dir/" line would bring back everything inside dir, which git does not
+// (what lies below an excluded directory is the directory rule's business,
+// in Rules).
+type pathPattern struct {
+	parts     []string
+	inclusion bool
+	dirOnly   bool
+}
+
+// parsePathPattern reads a line as gitignore.ParsePattern does.
+func parsePathPattern(line string) pathPattern {
+	var p pathPattern
+	line, p.inclusion = strings.CutPrefix(line, "!")
+	if !strings.HasSuffix(line, `\ `) {
+		line = strings.TrimRight(line, " ")
+	}
+	line, p.dirOnly = strings.CutSuffix(line, "/")
+	for _, part := range strings.Split(line, "/") {
+		if part != "" {
+			p.parts = append(p.parts, part)
+		}
+	}
+	return p
+}
+
+// Match implements gitignore.Pattern.
+func (p pathPattern) Match(names []string, isDir bool) gitignore.MatchResult {
+	switch {
+	case p.dirOnly && !isDir, !globParts(p.parts, names):
+		return gitignore.NoMatch
+	case p.inclusion:
+		return gitignore.Include
+	}
+	return gitignore.Exclude
+}
+
+// globParts reports whether the pattern's parts match the path's names one
+// for one, a "**" part matching any number of names (none included), in
+// O(len(parts)·len(names)).
+func globParts(parts, names []string) bool {
+	pi, ni := 0, 0
+	starP, starN := -1, 0
+	for ni < len(names) {
+		switch {
+		case pi < len(parts) && parts[pi] == "**":
+			starP, starN = pi, ni
+			pi++
+		case pi < len(parts) && matchName(parts[pi], names[ni]):
+			pi++
+			ni++
+		case starP >= 0:
+			starN++
+			pi, ni = starP+1, starN
+		default:
+			return false
+		}
+	}
+	for pi < len(parts) && parts[pi] == "**" {
+		pi++
+	}
+	return pi == len(parts)
+}
+
+// matchName matches one path element; an invalid pattern matches nothing.
+func matchName(pattern, name string) bool {
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}
+
 type baseNamePattern struct{ gitignore.Pattern }
 
 func (p baseNamePattern) Match(path []string, isDir bool) gitignore.MatchResult {

@@ -83,7 +83,7 @@ func compileFast(lines []string) *fastMatcher {
 		}
 		idx++
 		if hasSlash(line) {
-			m.slow = append(m.slow, slowRule{idx, gitignore.ParsePattern(line, nil)})
+			m.slow = append(m.slow, slowRule{idx, parsePathPattern(line)})
 			continue
 		}
 		// As gitignore.ParsePattern reads a line.
