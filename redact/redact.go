@@ -48,6 +48,16 @@ var defaultRules = []struct {
 // Filter redacts text.
 type Filter struct {
 	rules []rule
+	// gated has bit i set when rules[i] has keys; byFirst lists the keys
+	// by their first byte, each with the rules it opens (see gate).
+	gated   uint64
+	byFirst [256][]gateKey
+}
+
+// gateKey is one key of the gates and the rules that have it.
+type gateKey struct {
+	key   string
+	rules uint64
 }
 
 // New returns a Filter with the default rules (unless noDefaults) and the
@@ -66,6 +76,22 @@ func New(extra []string, noDefaults bool) (*Filter, error) {
 		}
 		f.rules = append(f.rules, rule{re, Mask, nil})
 	}
+	for i, r := range f.rules {
+		if i >= 64 || len(r.keys) == 0 {
+			continue // always run
+		}
+		f.gated |= 1 << i
+	keys:
+		for _, k := range r.keys {
+			for j := range f.byFirst[k[0]] {
+				if f.byFirst[k[0]][j].key == k {
+					f.byFirst[k[0]][j].rules |= 1 << i
+					continue keys
+				}
+			}
+			f.byFirst[k[0]] = append(f.byFirst[k[0]], gateKey{k, 1 << i})
+		}
+	}
 	return f, nil
 }
 
@@ -79,41 +105,68 @@ func (f *Filter) Redact(s string, secrets []string) string {
 			s = strings.ReplaceAll(s, v, Mask)
 		}
 	}
-	var lower string
-	for _, r := range f.rules {
-		if len(r.keys) > 0 {
-			if lower == "" {
-				lower = asciiLower(s)
-			}
-			if !containsAny(lower, r.keys) {
-				continue
-			}
+	open := f.gate(s)
+	for i, r := range f.rules {
+		if i < 64 && f.gated&(1<<i) != 0 && open&(1<<i) == 0 {
+			continue
 		}
 		s = r.re.ReplaceAllString(s, r.repl)
-		lower = ""
 	}
 	return s
 }
 
-func containsAny(s string, keys []string) bool {
-	for _, k := range keys {
-		if strings.Contains(s, k) {
-			return true
+// Characters outside ASCII that case-insensitive matching folds to ASCII
+// letters of the keys: KELVIN SIGN (k) and LATIN SMALL LETTER LONG S (s).
+const (
+	kelvin = "\u212a"
+	longS  = "\u017f"
+)
+
+// gate returns the rules (bits) whose keys occur in s, ignoring ASCII case,
+// in one pass over s without allocating. A masked value ("[REDACTED]")
+// cannot join text into a new key, so the gates of the original line hold
+// for every rule in turn. A line with a character that folds to a key's
+// letter opens every rule.
+func (f *Filter) gate(s string) uint64 {
+	if f.gated == 0 {
+		return 0
+	}
+	if strings.Contains(s, kelvin) || strings.Contains(s, longS) {
+		return f.gated
+	}
+	var open uint64
+	for i := 0; i < len(s); i++ {
+		for _, k := range f.byFirst[lowerASCII(s[i])] {
+			if k.rules&^open != 0 && hasPrefixFold(s[i:], k.key) {
+				open |= k.rules
+				if open == f.gated {
+					return open
+				}
+			}
 		}
 	}
-	return false
+	return open
 }
 
-// asciiLower lowers ASCII letters only: the gates are ASCII, and this
-// keeps byte offsets (and invalid UTF-8) as they are.
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
+// hasPrefixFold reports whether s starts with key (lower-case ASCII),
+// ignoring the case of ASCII letters.
+func hasPrefixFold(s, key string) bool {
+	if len(s) < len(key) {
+		return false
+	}
+	for j := 0; j < len(key); j++ {
+		if lowerASCII(s[j]) != key[j] {
+			return false
 		}
 	}
-	return string(b)
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // minSecretLen is the shortest .env value taken as a secret: shorter ones

@@ -20,6 +20,9 @@ func TestDefaultRules(t *testing.T) {
 		"token ghp_" + strings.Repeat("a", 36):                          "ghp_" + strings.Repeat("a", 36),
 		"slack xoxb-123456789012-abcdefghij":                            "xoxb-123456789012-abcdefghij",
 		"jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlX3g": "eyJzdWIiOiIxMjM0NSJ9",
+		// Case-insensitive matching folds ſ to s and the Kelvin sign to k.
+		"pa\u017f\u017fword=hunter2xyz": "hunter2xyz",
+		"api_\u212aey: abcd1234efgh":    "abcd1234efgh",
 	} {
 		out := f.Redact(in, nil)
 		if strings.Contains(out, leak) || !strings.Contains(out, Mask) {
@@ -65,4 +68,31 @@ func BenchmarkRedactSecretLine(b *testing.B) {
 	for range b.N {
 		f.Redact(line, nil)
 	}
+}
+
+// FuzzRedactGates checks that the keyword gates never skip a rule that
+// would have changed the text: Redact equals running every rule in turn.
+func FuzzRedactGates(f *testing.F) {
+	for _, s := range []string{
+		"password=hunter2xyz", "PASSWORD: s3cr3tvalue", "Authorization: BEARER abcdefghijkl",
+		"postgres://app:topsecret@db/app", "aws AKIAIOSFODNN7EXAMPLE", "ghp_" + strings.Repeat("a", 36),
+		"xoxb-123456789012-abcd", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlX3g",
+		"-----BEGIN RSA PRIVATE KEY-----", "pa\u017f\u017fword=hunter2xyz", "api_\u212aey=abcdefgh",
+		"GET /health 200", "", "secret", "token:abc", "\xff\xfepassword=zzzzzz",
+	} {
+		f.Add(s)
+	}
+	filter, err := New(nil, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := s
+		for _, r := range filter.rules {
+			want = r.re.ReplaceAllString(want, r.repl)
+		}
+		if got := filter.Redact(s, nil); got != want {
+			t.Fatalf("Redact(%q) = %q, every rule in turn gives %q", s, got, want)
+		}
+	})
 }
