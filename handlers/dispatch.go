@@ -189,9 +189,8 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	r.ctx = ctx
 
 	// Nothing is recorded for a command until it is known to be genuine
-	// and well-formed: a forged or broken command must not overwrite the
-	// record of a real request that shares its id.
-	r.noRecord = true
+	// and well-formed (r.rec stays nil): a forged or broken command must
+	// not overwrite the record of a real request that shares its id.
 	if d.Verify != nil {
 		sig, err := d.Verify(del.Subject, del.Header, del.Data)
 		if err != nil {
@@ -245,16 +244,16 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, User: cmd.User, State: berth.RequestRunning,
 		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
-	r.noRecord, r.rec = false, rec
+	r.rec = rec
 	switch {
 	case err != nil && events.IsFast(action):
 		log.Warn().Err(err).Msg("no request record (store unavailable); serving the read-only command anyway")
-		r.noRecord = true
+		r.rec = nil
 	case err != nil:
 		return r.finish(ctx, nil, err)
 	case !created && (existing.Project != project || existing.Action != action || (existing.User != "" && existing.User != cmd.User)):
 		// Another command's id: never hand out its result.
-		r.noRecord = true
+		r.rec = nil
 		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "request id %q is already used by another command", id).
 			WithHint("give every command a fresh id (a UUID), or leave id out"))
 	case !created && existing.State == berth.RequestDone && len(existing.Result) > 0:
@@ -442,14 +441,15 @@ func (d *Dispatcher) retry(del Delivery, why string) Decision {
 
 // run is one request's execution: its event sequence and reporter.
 type run struct {
-	d        *Dispatcher
-	ev       events.Event
-	rec      *berth.RequestRecord // the request's record, once begun
-	seq      atomic.Uint64
-	start    time.Time
-	del      Delivery
-	replyTo  string
-	noRecord bool
+	d  *Dispatcher
+	ev events.Event
+	// rec is the request's record once begun, to be finished with the
+	// result; nil while (or when) nothing is to be recorded.
+	rec     *berth.RequestRecord
+	seq     atomic.Uint64
+	start   time.Time
+	del     Delivery
+	replyTo string
 	// executed is set once a handler runs; only such commands enter history.
 	executed bool
 	log      *zerolog.Logger
@@ -585,7 +585,7 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 	// result. A read is harmless to run twice: its record is written while
 	// the result goes out, and stored before the command is acknowledged.
 	stored := func() {}
-	if !r.noRecord && r.rec != nil && events.ValidRequestID(r.ev.RequestID) {
+	if r.rec != nil && events.ValidRequestID(r.ev.RequestID) {
 		store := func() {
 			if err := r.d.Store.FinishRequest(ctx, r.rec, body, r.d.recordTTL()); err != nil {
 				r.log.Warn().Err(err).Msg("cannot store the request's result; a redelivery would run it again")

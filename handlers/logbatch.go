@@ -42,7 +42,7 @@ func newLogBatcher(rep Reporter, every time.Duration) *logBatcher {
 func (b *logBatcher) add(l events.LogLine) error {
 	b.mu.Lock()
 	b.buf = append(b.buf, l)
-	b.size += len(l.Line) + len(l.TS) + 32
+	b.size += lineBytes(l)
 	full := b.size >= events.MaxLogChunk/2
 	err := b.err
 	b.mu.Unlock()

@@ -110,13 +110,9 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 		// Redaction comes when the lines go out: on the stream's goroutine,
 		// or after the tail is cut.
 		lines = append(lines, l)
-		size += len(l.Line) + len(l.TS) + 32
+		size += lineBytes(l)
 		if out == nil && grep == nil && (a.FollowS > 0 || size > maxResultLogBytes) {
-			out = newLogStream(rep, func(ls []events.LogLine) {
-				for i := range ls {
-					ls[i].Line = s.redact(p, ls[i].Line)
-				}
-			})
+			out = newLogStream(rep, func(ls []events.LogLine) { s.redactLines(p, ls) })
 		}
 		if out != nil && size >= logStreamChunk {
 			if err := out.send(lines); err != nil {
@@ -143,9 +139,7 @@ func (s *Service) Logs(ctx context.Context, req *Request, rep Reporter) (any, er
 		if tail > 0 && len(lines) > tail {
 			lines = lines[len(lines)-tail:]
 		}
-		for i := range lines {
-			lines[i].Line = s.redact(p, lines[i].Line)
-		}
+		s.redactLines(p, lines)
 		res.Count = len(lines)
 		if a.FollowS == 0 && logBytes(lines) <= maxResultLogBytes {
 			res.Lines = lines
@@ -272,7 +266,11 @@ func pickContainer(cs []berth.Container, svc string) *berth.Container {
 func logBytes(lines []events.LogLine) int {
 	n := 0
 	for _, l := range lines {
-		n += len(l.Line) + len(l.TS) + 32
+		n += lineBytes(l)
 	}
 	return n
 }
+
+// lineBytes is what a log line counts for in the result's and the log
+// events' budgets: its text, its timestamp and room for the JSON around.
+func lineBytes(l events.LogLine) int { return len(l.Line) + len(l.TS) + 32 }

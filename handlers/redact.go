@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berth-ops/berth"
+	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/redact"
 )
 
@@ -33,6 +34,13 @@ func (s *Service) redact(p *berth.Project, text string) string {
 		return text
 	}
 	return s.Redactor.Redact(text, s.projectSecrets(p))
+}
+
+// redactLines redacts the text of log lines in place.
+func (s *Service) redactLines(p *berth.Project, lines []events.LogLine) {
+	for i := range lines {
+		lines[i].Line = s.redact(p, lines[i].Line)
+	}
 }
 
 func (s *Service) redactAll(p *berth.Project, lines []string) []string {
