@@ -88,7 +88,7 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 		o(&cfg)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
 		Unavailable(t, "docker engine: %v: %s", err, bytes.TrimSpace(out))
@@ -123,6 +123,7 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 	}
 
 	t.Cleanup(func() {
+		// The test's context has ended by now.
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		if out, err := s.run(ctx, "down", "-v", "--rmi", "local", "--remove-orphans", "--timeout", "5"); err != nil {
@@ -134,10 +135,10 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 	}
 
 	start := time.Now()
-	upCtx, upCancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	upCtx, upCancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer upCancel()
 	if out, err := s.run(upCtx, "up", "-d", "--build", "--wait", "--wait-timeout", "60"); err != nil {
-		logCtx, logCancel := context.WithTimeout(context.Background(), 30*time.Second)
+		logCtx, logCancel := context.WithTimeout(t.Context(), 30*time.Second)
 		defer logCancel()
 		logs, _ := s.run(logCtx, "logs", "--no-color", "--tail", "50")
 		t.Fatalf("compose up of sample project %s: %v\n%s\nlogs:\n%s", s.Project, err, out, logs)
@@ -151,7 +152,7 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 // the command fails.
 func (s *Sample) Compose(t testing.TB, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	out, err := s.run(ctx, args...)
 	if err != nil {
@@ -163,7 +164,7 @@ func (s *Sample) Compose(t testing.TB, args ...string) string {
 // ContainerID returns the id of the first container of a service.
 func (s *Sample) ContainerID(t testing.TB, service string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	args := append(s.baseArgs(), "ps", "-q", service)
 	cmd := exec.CommandContext(ctx, "docker", args...)

@@ -50,7 +50,7 @@ func flushDB(t testing.TB, rawURL string) {
 	}
 	c := redis.NewClient(opts)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), redisReadyTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), redisReadyTimeout)
 	defer cancel()
 	if err := c.FlushDB(ctx).Err(); err != nil {
 		t.Fatalf("%s: FLUSHDB on Redis at %s: %v", RedisURLEnv, opts.Addr, err)
