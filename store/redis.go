@@ -190,12 +190,16 @@ func (s *Store) GetProject(ctx context.Context, name string) (*berth.Project, er
 	var p berth.Project
 	if err := s.getJSON(ctx, "get project "+name, s.keys.Project(name), &p); err != nil {
 		if errors.Is(err, redis.Nil) {
-			return nil, notFound("configure it with config.set",
-				"project %q is not configured", name)
+			return nil, projectNotFound(name)
 		}
 		return nil, err
 	}
 	return &p, nil
+}
+
+// projectNotFound is the answer for a project that is not configured.
+func projectNotFound(name string) error {
+	return notFound("configure it with config.set", "project %q is not configured", name)
 }
 
 // PutProject creates or replaces a project's config and adds it to the set
@@ -278,7 +282,7 @@ func (s *Store) GetProjectStatus(ctx context.Context, name string) (*berth.Proje
 	}
 	raw, ok := vals[0].(string)
 	if !ok {
-		return nil, nil, notFound("configure it with config.set", "project %q is not configured", name)
+		return nil, nil, projectNotFound(name)
 	}
 	var p berth.Project
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
