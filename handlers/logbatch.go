@@ -78,8 +78,8 @@ const logStreamChunk = events.MaxLogChunk - 8*1024
 type logStream struct {
 	ch   chan []events.LogLine
 	done chan struct{}
-	mu   sync.Mutex
 	sent int
+	mu   sync.Mutex // guards err, which send reads while the goroutine runs
 	err  error
 }
 
@@ -89,21 +89,19 @@ func newLogStream(rep Reporter, prepare func([]events.LogLine)) *logStream {
 	s := &logStream{ch: make(chan []events.LogLine, 4), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
+		var err error
 		for lines := range s.ch {
-			s.mu.Lock()
-			failed := s.err != nil
-			s.mu.Unlock()
-			if failed {
-				continue
+			if err != nil {
+				continue // drain: the sender learns of it at its next send
 			}
 			prepare(lines)
-			err := rep.Log(lines)
-			s.mu.Lock()
-			s.err = err
-			if err == nil {
-				s.sent += len(lines)
+			if err = rep.Log(lines); err != nil {
+				s.mu.Lock()
+				s.err = err
+				s.mu.Unlock()
+				continue
 			}
-			s.mu.Unlock()
+			s.sent += len(lines) // read by close, after done
 		}
 	}()
 	return s
