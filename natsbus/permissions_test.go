@@ -58,31 +58,13 @@ var (
 // minimal bot's, "bot-f" those of a bot that also follows.
 func securedNATS(t *testing.T) *server.Server {
 	t.Helper()
-	testenv.Integration(t)
 	users := []*server.User{
 		{Username: "worker", Password: "worker-pw"},
 		{Username: "worker-limited", Password: "worker-limited-pw", Permissions: workerPerms},
 		{Username: "bot-a", Password: "bot-a-pw", Permissions: botAPerms},
 		{Username: "bot-f", Password: "bot-f-pw", Permissions: botFollowPerms},
 	}
-	s, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-		Users:     users,
-	})
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not become ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return testenv.StartNATS(t, &server.Options{JetStream: true, Users: users})
 }
 
 // conn is a connection whose asynchronous errors are collected.
@@ -424,16 +406,7 @@ func TestPermissionsDocumentedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the documented configuration does not load: %v", err)
 	}
-	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not become ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	s := testenv.StartNATS(t, opts)
 	login := func(user string, opts ...nats.Option) *conn {
 		pw := map[string]string{"berth-worker": "berth_worker_password", "telegram-bot": "telegram_bot_password",
 			"dashboard": "dashboard_password", "ops": "ops_password"}[user]

@@ -18,27 +18,34 @@ import (
 	"github.com/berth-ops/berth/internal/testenv"
 )
 
-// setupStreams starts a nats-server and creates the command and event
-// streams as the worker would.
-func setupStreams(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream) {
+// setupStreams starts a nats-server, with users when given (the worker
+// then connects as user "worker", password "worker-pw"), and creates the
+// command and event streams as the worker would.
+func setupStreams(t *testing.T, users ...*server.User) (*server.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	s := testenv.NATS(t)
-	nc := testenv.Connect(t, s)
+	s := testenv.StartNATS(t, &server.Options{JetStream: true, Users: users})
+	var opts []nats.Option
+	if len(users) > 0 {
+		opts = append(opts, nats.UserInfo("worker", "worker-pw"))
+	}
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "BERTH_CMD", Subjects: []string{"berth.cmd.>"}, Retention: jetstream.WorkQueuePolicy,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "BERTH_EVT", Subjects: []string{"berth.evt.>"},
-	}); err != nil {
-		t.Fatal(err)
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "BERTH_CMD", Subjects: []string{"berth.cmd.>"}, Retention: jetstream.WorkQueuePolicy},
+		{Name: "BERTH_EVT", Subjects: []string{"berth.evt.>"}},
+	} {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return s, nc, js
 }

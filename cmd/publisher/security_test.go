@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
-	"github.com/berth-ops/berth/internal/testenv"
 )
 
 const testSignSecret = "a-shared-secret-of-some-length"
@@ -204,44 +202,15 @@ func botPermissions(inbox string) *server.Permissions {
 // TestRunWithPermissions runs the publisher as bots confined to project
 // alpha by the permissions of docs/security.md.
 func TestRunWithPermissions(t *testing.T) {
-	testenv.Integration(t)
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		Users: []*server.User{
-			{Username: "worker", Password: "worker-pw"},
-			// Live events only: the minimal set, with the shared inbox.
-			{Username: "bot-live", Password: "bot-live-pw", Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: []string{"berth.cmd.alpha.>"}},
-				Subscribe: &server.SubjectPermission{Allow: []string{"berth.evt.alpha.>", "_INBOX.>"}},
-			}},
-			{Username: "bot-a", Password: "bot-a-pw", Permissions: botPermissions("_INBOX_bot_a")},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not become ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-
-	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("worker", "worker-pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: "BERTH_CMD", Subjects: []string{"berth.cmd.>"}, Retention: jetstream.WorkQueuePolicy},
-		{Name: "BERTH_EVT", Subjects: []string{"berth.evt.>"}},
-	} {
-		if _, err := js.CreateStream(ctx, sc); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, _, js := setupStreams(t, []*server.User{
+		{Username: "worker", Password: "worker-pw"},
+		// Live events only: the minimal set, with the shared inbox.
+		{Username: "bot-live", Password: "bot-live-pw", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"berth.cmd.alpha.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"berth.evt.alpha.>", "_INBOX.>"}},
+		}},
+		{Username: "bot-a", Password: "bot-a-pw", Permissions: botPermissions("_INBOX_bot_a")},
+	}...)
 
 	as := func(user string, args ...string) (int, string, string) {
 		t.Helper()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -12,11 +11,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/berth-ops/berth/events"
 )
@@ -199,40 +195,13 @@ func TestParseArgsNATSContext(t *testing.T) {
 // The publisher connects with nothing but a context: URL, user,
 // password and inbox prefix, to a server that requires them.
 func TestRunWithNATSContext(t *testing.T) {
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		Users: []*server.User{
-			{Username: "worker", Password: "worker-pw"},
-			{Username: "bot", Password: "bot-pw", Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: []string{"berth.cmd.alpha.>"}},
-				Subscribe: &server.SubjectPermission{Allow: []string{"berth.evt.alpha.>", "_INBOX_bot.>"}},
-			}},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not become ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("worker", "worker-pw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: "BERTH_CMD", Subjects: []string{"berth.cmd.>"}, Retention: jetstream.WorkQueuePolicy},
-		{Name: "BERTH_EVT", Subjects: []string{"berth.evt.>"}},
-	} {
-		if _, err := js.CreateStream(ctx, sc); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, _, js := setupStreams(t, []*server.User{
+		{Username: "worker", Password: "worker-pw"},
+		{Username: "bot", Password: "bot-pw", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"berth.cmd.alpha.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"berth.evt.alpha.>", "_INBOX_bot.>"}},
+		}},
+	}...)
 	cfg := t.TempDir()
 	writeContext(t, cfg, "bot", map[string]any{"url": s.ClientURL(), "user": "bot", "password": "bot-pw", "inbox_prefix": "_INBOX_bot"})
 	t.Setenv("XDG_CONFIG_HOME", cfg)

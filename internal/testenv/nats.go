@@ -13,14 +13,19 @@ import (
 // It is shut down when the test ends.
 func NATS(t testing.TB) *server.Server {
 	t.Helper()
+	return StartNATS(t, &server.Options{JetStream: true})
+}
+
+// StartNATS starts a nats-server in-process with opts (users, permissions,
+// a loaded configuration file) on a random loopback port, quiet, with its
+// JetStream store in a temporary directory unless opts names one, and
+// shuts it down when the test ends.
+func StartNATS(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
 	Integration(t)
-	opts := &server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
+	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, true, true
+	if opts.JetStream && opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
