@@ -139,7 +139,7 @@ func Backup(ctx context.Context, production string, p *Plan, dir string) error {
 	slices.SortFunc(b.Dirs, deepestFirst)
 
 	for d := range syncDirs {
-		if err := syncDirPath(d); err != nil {
+		if err := SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -147,7 +147,7 @@ func Backup(ctx context.Context, production string, p *Plan, dir string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(index, data)
+	return WriteFileAtomic(index, data)
 }
 
 // deepestFirst orders paths so that a directory comes after its content.

@@ -198,7 +198,7 @@ func (c *HashCache) Save(path string) error {
 	c.mu.Unlock()
 	data, err := json.Marshal(f)
 	if err == nil {
-		err = writeFileAtomic(path, data)
+		err = WriteFileAtomic(path, data)
 	}
 	if err != nil {
 		c.mu.Lock()

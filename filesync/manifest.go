@@ -55,7 +55,7 @@ func (m *Manifest) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data)
+	return WriteFileAtomic(path, data)
 }
 
 // Apply records the outcome of a successful sync of p: every workspace path
@@ -88,7 +88,7 @@ func (m *Manifest) Apply(p *Plan) {
 // writeFileAtomic writes a file in Berth's state directory through a
 // temporary file, fsynced, renamed over the target, with the directory
 // fsynced after.
-func writeFileAtomic(path string, data []byte) (err error) {
+func WriteFileAtomic(path string, data []byte) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -118,11 +118,11 @@ func writeFileAtomic(path string, data []byte) (err error) {
 	if err = os.Rename(f.Name(), path); err != nil {
 		return err
 	}
-	return syncDirPath(dir)
+	return SyncDir(dir)
 }
 
 // syncDirPath fsyncs a directory of Berth's state directory.
-func syncDirPath(dir string) error {
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -103,7 +103,7 @@ func (ps projectState) clearJournal() error {
 	if err := os.Remove(ps.journalPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(ps.dir)
+	return filesync.SyncDir(ps.dir)
 }
 
 func (ps projectState) saveRelease(r *Release) error {
@@ -180,35 +180,13 @@ func backupTag(composeProject, service, releaseID string) string {
 	return "berth-release/" + composeProject + ":" + tag
 }
 
-// writeJSON writes v atomically: temp file, fsync, rename, fsync dir.
+// writeJSON writes v, indented, as filesync.WriteFileAtomic does.
 func writeJSON(path string, v any) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return filesync.WriteFileAtomic(path, b)
 }
 
 func readJSON(path string, v any) error {
@@ -220,15 +198,6 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // diff plans ws against production with the project's hash cache, so a
