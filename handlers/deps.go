@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -54,36 +55,16 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.StatusTTL == 0 {
-		c.StatusTTL = 10 * time.Second
-	}
-	if c.MaxTail == 0 {
-		c.MaxTail = 10000
-	}
-	if c.MaxFollow == 0 {
-		c.MaxFollow = 300 * time.Second
-	}
-	if c.HistoryLimit == 0 {
-		c.HistoryLimit = 500
-	}
-	if c.ConfirmTTL == 0 {
-		c.ConfirmTTL = 5 * time.Minute
-	}
-	if c.MaxPendingConfirmations == 0 {
-		c.MaxPendingConfirmations = 10
-	}
-	if c.LockLease == 0 {
-		c.LockLease = 30 * time.Second
-	}
-	if c.VerifyTimeout == 0 {
-		c.VerifyTimeout = 90 * time.Second
-	}
-	if c.Stabilize == 0 {
-		c.Stabilize = 3 * time.Second
-	}
-	if c.KeepReleases == 0 {
-		c.KeepReleases = 5
-	}
+	c.StatusTTL = cmp.Or(c.StatusTTL, 10*time.Second)
+	c.MaxTail = cmp.Or(c.MaxTail, 10000)
+	c.MaxFollow = cmp.Or(c.MaxFollow, 300*time.Second)
+	c.HistoryLimit = cmp.Or(c.HistoryLimit, 500)
+	c.ConfirmTTL = cmp.Or(c.ConfirmTTL, 5*time.Minute)
+	c.MaxPendingConfirmations = cmp.Or(c.MaxPendingConfirmations, 10)
+	c.LockLease = cmp.Or(c.LockLease, 30*time.Second)
+	c.VerifyTimeout = cmp.Or(c.VerifyTimeout, 90*time.Second)
+	c.Stabilize = cmp.Or(c.Stabilize, 3*time.Second)
+	c.KeepReleases = cmp.Or(c.KeepReleases, 5)
 }
 
 // Validate reports a configuration that cannot work.
