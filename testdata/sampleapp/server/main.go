@@ -4,18 +4,26 @@
 //
 // Usage:
 //
-//	app              serve HTTP on :8080 (/health and /)
+//	app              serve HTTP on :8080 (/health, /, /data and /env)
 //	app worker       print a tick every second, nothing else
+//	app migrate      one-shot: append "migrated to <version>" to
+//	                 /data/migrations.log, exit 0
+//	app seed         one-shot: write the version to /data/seeded, exit 0
 //	app healthcheck  GET http://127.0.0.1:8080/health, exit 0 when it is 200
 //
 // The version is $VERSION, else the content of version.txt next to the
-// binary, else "unknown". FAIL_HEALTH=1 makes /health answer 500.
+// binary, else "unknown". FAIL_HEALTH=1 makes /health answer 500;
+// REQUIRE_MIGRATION=1 makes it answer 500 until /data/migrations.log records
+// the version. FAIL_MIGRATE=1 makes migrate exit 1, FAIL_SEED=1 makes seed
+// exit 2.
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/signal"
@@ -50,8 +58,12 @@ func main() {
 		}
 	case "worker":
 		ticks(ctx, "tick")
+	case "migrate":
+		os.Exit(migrate(ctx, v))
+	case "seed":
+		os.Exit(seed(v))
 	default:
-		fmt.Fprintf(os.Stderr, "sampleapp: unknown mode %q (want web, worker or healthcheck)\n", mode)
+		fmt.Fprintf(os.Stderr, "sampleapp: unknown mode %q (want web, worker, migrate, seed or healthcheck)\n", mode)
 		os.Exit(2)
 	}
 	fmt.Fprintln(os.Stdout, "sampleapp stopping")
@@ -86,15 +98,130 @@ func ticks(ctx context.Context, prefix string) {
 	}
 }
 
+// The files the one-shots write, on the volume mounted at /data.
+const (
+	dataDir       = "/data"
+	migrationsLog = dataDir + "/migrations.log"
+	seededFile    = dataDir + "/seeded"
+)
+
+// migrationTime is how long a migration takes, like a real one.
+const migrationTime = 300 * time.Millisecond
+
+// migrate is a one-shot job: it appends "migrated to <v>" to
+// /data/migrations.log and returns the exit code.
+func migrate(ctx context.Context, v string) int {
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "migrate: error: interrupted")
+		return 1
+	case <-time.After(migrationTime):
+	}
+	if os.Getenv("FAIL_MIGRATE") == "1" {
+		fmt.Fprintln(os.Stderr, `migrate: error: relation "users" already exists`)
+		return 1
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "migrate: error:", err)
+		return 1
+	}
+	f, err := os.OpenFile(migrationsLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "migrate: error:", err)
+		return 1
+	}
+	_, err = fmt.Fprintf(f, "migrated to %s\n", v)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "migrate: error:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stdout, "migrate: applied %s\n", v)
+	return 0
+}
+
+// seed is a one-shot job nothing depends on: it writes the version to
+// /data/seeded and returns the exit code.
+func seed(v string) int {
+	if os.Getenv("FAIL_SEED") == "1" {
+		fmt.Fprintln(os.Stderr, "seed: error: duplicate key value violates unique constraint \"users_pkey\"")
+		return 2
+	}
+	err := os.MkdirAll(dataDir, 0o755)
+	if err == nil {
+		err = os.WriteFile(seededFile, []byte(v+"\n"), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "seed: error:", err)
+		return 2
+	}
+	fmt.Fprintln(os.Stdout, "seed: done")
+	return 0
+}
+
+// migrated reports whether /data/migrations.log has a line
+// "migrated to <v>".
+func migrated(v string) (bool, error) {
+	f, err := os.Open(migrationsLog)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	want := "migrated to " + v
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == want {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
 func serve(ctx context.Context, v string) error {
 	failHealth := os.Getenv("FAIL_HEALTH") == "1"
+	requireMigration := os.Getenv("REQUIRE_MIGRATION") == "1"
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		if failHealth {
 			http.Error(w, "failing on purpose (FAIL_HEALTH=1)", http.StatusInternalServerError)
 			return
 		}
+		if requireMigration {
+			ok, err := migrated(v)
+			if err != nil {
+				http.Error(w, "not migrated: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			if !ok {
+				http.Error(w, "not migrated", http.StatusInternalServerError)
+				return
+			}
+		}
 		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("/data", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(migrationsLog)
+		if errors.Is(err, fs.ErrNotExist) {
+			http.Error(w, "no "+migrationsLog, http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write(b)
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "GREETING=%s\nAPP_ENV=%s\n", os.Getenv("GREETING"), os.Getenv("APP_ENV"))
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, v)
