@@ -96,10 +96,11 @@ type Engine interface {
 	// Containers lists every container (running or not) of a compose
 	// project, by its com.docker.compose.project label, inspected.
 	Containers(ctx context.Context, composeProject string) ([]Container, error)
-	// ComposeServices returns the services the compose files declare,
-	// as `docker compose config --services` reports them. Files are
-	// relative to dir. A broken compose file is a CodeBadRequest error.
-	ComposeServices(ctx context.Context, dir string, files []string, composeProject string) ([]string, error)
+	// ComposeModel reads what the compose files of spec declare, as
+	// `docker compose config` resolves them. A missing or broken compose
+	// file, or one that declares no service, is a CodeBadRequest error
+	// carrying Compose's message.
+	ComposeModel(ctx context.Context, spec ComposeSpec) (*ComposeModel, error)
 	// Logs streams the log lines of a container to fn, demultiplexed, in
 	// order. With opts.Follow it returns when ctx ends (nil error) or the
 	// container stops. fn returning an error stops the stream with it.

@@ -74,14 +74,6 @@ type Locks interface {
 	LockHolder(ctx context.Context, project string) (*LockInfo, error)
 }
 
-// ComposeSpec names a compose project and where it runs from.
-type ComposeSpec struct {
-	// Dir is the production directory; Files are relative to it.
-	Dir     string
-	Files   []string
-	Project string
-}
-
 // Composer runs docker compose and manages images for deploys.
 type Composer interface {
 	// Compose runs `docker compose -p P -f F... <args>` in spec.Dir with an
@@ -97,7 +89,14 @@ type Composer interface {
 	RemoveImage(ctx context.Context, ref string) error
 	// ImageID resolves a reference to its image ID, or CodeNotFound.
 	ImageID(ctx context.Context, ref string) (string, error)
-	// ComposeImages returns, per service, the image reference the compose
-	// files give it (its `image:`, or the name compose gives a built one).
-	ComposeImages(ctx context.Context, spec ComposeSpec) (map[string]string, error)
+	// StopOperation kills every process of the compose runs marked with
+	// tag (ComposeSpec.Tag) that is still alive, such as those a killed
+	// worker left behind, and waits until they are gone. It returns how
+	// many it killed.
+	StopOperation(ctx context.Context, tag string) (int, error)
+	// RemoveStrayContainers removes the containers of a compose project
+	// that a recreate cut short left under Compose's temporary name
+	// ("<id>_<name>"), which would make the next up fail. It returns
+	// their names.
+	RemoveStrayContainers(ctx context.Context, composeProject string) ([]string, error)
 }

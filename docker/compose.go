@@ -5,23 +5,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"runtime"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 )
 
-// MaxErrorOutput is the most of a command's stderr an error message carries
-// (its end, where the reason usually is).
+// MaxErrorOutput is the most of a command's output an error message
+// carries (its end, where the reason usually is).
 const MaxErrorOutput = 2048
 
-// maxCapture is the most of one stream of a compose command that is kept.
-const maxCapture = 1 << 20
+// maxCapture is the most of a compose command's stdout that is kept when
+// it is read apart from its stderr.
+const maxCapture = 16 << 20
+
+// composeUIFlags are the global flags of Compose runs: plain progress (one
+// line per event, the BuildKit steps in full, no redraws) and no ANSI
+// escapes. Both are global flags of Compose v2 (2.26 included), so they
+// go before the subcommand (after -p and -f).
+var composeUIFlags = []string{"--ansi", "never", "--progress", "plain"}
 
 // ValidateComposeFile checks that a compose file name can be handed to
 // Compose: relative to the production directory, clean (filepath.Clean
@@ -52,52 +62,65 @@ func ValidateComposeFile(name string) error {
 	return nil
 }
 
-// ComposeCommand returns the command `docker compose -p PROJECT -f FILE...
-// ARGS...` (with the configured compose binary) to run in dir, the
-// production directory. files are relative to dir and are validated; with
-// none, Compose finds the default file in dir. An empty composeProject
-// omits -p. COMPOSE_FILE and COMPOSE_PROJECT_NAME are removed from the
-// worker's environment so that only the arguments choose the project.
+// composeCommand returns the command that runs Compose for spec:
+// `<compose> -p PROJECT -f FILE... --ansi never --progress plain ARGS...`
+// in spec.Dir, where <compose> is the Engine's ComposeBinary. It checks
+// spec and args first (CodeBadRequest). The environment is the worker's
+// without COMPOSE_FILE and COMPOSE_PROJECT_NAME (only the arguments choose
+// the project) and without an inherited BERTH_OP, plus COMPOSE_ANSI=never
+// and, when spec.Tag is set, BERTH_OP=<tag>.
 //
-// Canceling ctx kills the whole process group (the docker CLI runs the
-// compose plugin as a child process).
-func (e *Engine) ComposeCommand(ctx context.Context, dir string, files []string, composeProject string, args ...string) (*exec.Cmd, error) {
-	if !filepath.IsAbs(dir) {
-		return nil, events.Errorf(events.CodeBadRequest, "production directory %q is not absolute", dir)
+// The command runs in its own process group, which ctx's end kills; on
+// Linux the kernel also kills the command when the worker dies.
+func (e *Engine) composeCommand(ctx context.Context, spec berth.ComposeSpec, args ...string) (*exec.Cmd, error) {
+	if err := ValidateProjectName(spec.Project); err != nil {
+		return nil, err
 	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return nil, events.Errorf(events.CodeBadRequest, "production directory %s does not exist or is not a directory", dir).
-			WithHint("create it, or fix the project's production path with config.set")
-	}
-	argv := append([]string(nil), e.compose[1:]...)
-	if composeProject != "" {
-		if err := ValidateProjectName(composeProject); err != nil {
+	if spec.Tag != "" {
+		if err := validateOperationTag(spec.Tag); err != nil {
 			return nil, err
 		}
-		argv = append(argv, "-p", composeProject)
 	}
-	for _, f := range files {
+	for _, a := range args {
+		if strings.ContainsRune(a, 0) {
+			return nil, events.Errorf(events.CodeBadRequest, "compose argument %q contains a NUL byte", a)
+		}
+	}
+	if !filepath.IsAbs(spec.Dir) {
+		return nil, events.Errorf(events.CodeBadRequest, "production directory %q is not absolute", spec.Dir).
+			WithHint("set the project's production path to an absolute directory with config.set")
+	}
+	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
+		return nil, events.Errorf(events.CodeBadRequest, "production directory %s does not exist or is not a directory", spec.Dir).
+			WithHint("create it, or fix the project's production path with config.set")
+	}
+	argv := append(slices.Clone(e.compose[1:]), "-p", spec.Project)
+	for _, f := range spec.Files {
 		if err := ValidateComposeFile(f); err != nil {
 			return nil, err
 		}
 		argv = append(argv, "-f", f)
 	}
-	argv = append(argv, args...)
+	argv = append(append(argv, composeUIFlags...), args...)
 
 	cmd := exec.CommandContext(ctx, e.compose[0], argv...)
-	cmd.Dir = dir
-	cmd.Env = composeEnv(os.Environ())
+	cmd.Dir = spec.Dir
+	cmd.Env = append(composeEnv(os.Environ()), "COMPOSE_ANSI=never")
+	if spec.Tag != "" {
+		cmd.Env = append(cmd.Env, operationEnv+"="+spec.Tag)
+	}
 	cmd.WaitDelay = 5 * time.Second
 	setProcessGroup(cmd)
 	return cmd, nil
 }
 
 // composeEnv drops the variables that would choose the project behind the
-// arguments' back.
+// arguments' back, and the operation tag the worker may have inherited.
 func composeEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		if strings.HasPrefix(kv, "COMPOSE_FILE=") || strings.HasPrefix(kv, "COMPOSE_PROJECT_NAME=") {
+		if strings.HasPrefix(kv, "COMPOSE_FILE=") || strings.HasPrefix(kv, "COMPOSE_PROJECT_NAME=") ||
+			strings.HasPrefix(kv, operationEnv+"=") {
 			continue
 		}
 		out = append(out, kv)
@@ -105,40 +128,104 @@ func composeEnv(env []string) []string {
 	return out
 }
 
-// composeRun is a finished compose command.
-type composeRun struct {
-	stdout, stderr []byte
-	exitCode       int
+// composeExit is a Compose run that exited with a non-zero code.
+type composeExit struct {
+	what string
+	code int
+	// lines are the last ComposeTailLines output lines (of stderr alone
+	// when stdout was read apart).
+	lines []string
 }
 
-// runCompose runs a compose command and classifies the failures that are
-// not the command's own: a missing compose binary or plugin and an
-// unreachable engine are CodeDockerUnavailable, an expired ctx CodeTimeout.
-// Any other non-zero exit is returned as *exec.ExitError with the run.
-func (e *Engine) runCompose(ctx context.Context, dir string, files []string, composeProject string, args ...string) (*composeRun, error) {
-	cmd, err := e.ComposeCommand(ctx, dir, files, composeProject, args...)
+func (x *composeExit) Error() string {
+	return fmt.Sprintf("%s failed (exit code %d): %s", x.what, x.code, x.output())
+}
+
+// output returns the tail of the run's output, at most MaxErrorOutput
+// bytes.
+func (x *composeExit) output() string { return tail([]byte(strings.Join(x.lines, "\n"))) }
+
+// runCompose runs Compose for spec with args (see composeCommand) and
+// waits for it. Output lines are cleaned (see readComposeLines) and passed
+// to line when it is not nil: stdout and stderr merged into one pipe when
+// stdout is nil, or else stderr alone while stdout is copied to stdout.
+//
+// It returns a *composeExit for a non-zero exit. Its other errors are the
+// failures that are not Compose's own: a spec or argument Compose must not
+// be given is CodeBadRequest (and nothing runs), a missing compose binary
+// or plugin and an unreachable engine CodeDockerUnavailable, ctx's
+// deadline CodeTimeout (Data "output": the last lines), its cancellation
+// ctx.Err() wrapped.
+func (e *Engine) runCompose(ctx context.Context, spec berth.ComposeSpec, stdout io.Writer, line func(string), args ...string) error {
+	cmd, err := e.composeCommand(ctx, spec, args...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var stdout, stderr capBuffer
-	stdout.max, stderr.max = maxCapture, maxCapture
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
-	run := &composeRun{stdout: stdout.Bytes(), stderr: stderr.Bytes(), exitCode: cmd.ProcessState.ExitCode()}
-	if err == nil {
-		return run, nil
+	what := "docker compose " + shorten(strings.Join(args, " "), 200)
+
+	// One writer for both (when stdout is not read apart): os/exec then
+	// hands the child a single pipe as its stdout and stderr.
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if stdout != nil {
+		cmd.Stdout = stdout
 	}
-	what := strings.Join(append(e.ComposeBinary(), args...), " ")
-	if ee := composeFailure(ctx, what, err, run.stderr); ee != nil {
-		if ee.Code == events.CodeTimeout {
-			ee = ee.With("stderr", tail(run.stderr))
+	// The kernel sends the parent-death signal when the thread that
+	// started the child ends, not the process: the goroutine keeps its
+	// thread until the child is waited for.
+	started, waited := make(chan error, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			pw.Close()
+			started <- err
+			return
 		}
-		return nil, ee
+		started <- nil
+		err := cmd.Wait()
+		pw.Close()
+		waited <- err
+	}()
+	if err := <-started; err != nil {
+		if ee := composeFailure(ctx, what, err, nil); ee != nil {
+			return ee
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("docker: %s: %w", what, ctx.Err())
+		}
+		return fmt.Errorf("docker: start %s: %w", what, err)
+	}
+
+	last := &lineRing{max: ComposeTailLines}
+	readComposeLines(pr, func(s string) {
+		last.add(s)
+		if line != nil {
+			line(s)
+		}
+	})
+	err = <-waited
+	if err == nil {
+		return nil
+	}
+
+	lines := slices.Clone(last.lines)
+	if ee := composeFailure(ctx, what, err, []byte(strings.Join(lines, "\n"))); ee != nil {
+		if ee.Code == events.CodeTimeout {
+			ee = ee.WithHint("Compose was stopped (its processes killed) when the request's time ran out; "+
+				"its output says what it was doing: raise the timeout, or fix what it was waiting for").
+				With("output", lines)
+		}
+		return ee
 	}
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("docker: %s: %w", what, ctx.Err())
+		return fmt.Errorf("docker: %s: %w", what, ctx.Err())
 	}
-	return run, err
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return fmt.Errorf("docker: %s: %w", what, err)
+	}
+	return &composeExit{what: what, code: exit.ExitCode(), lines: lines}
 }
 
 // composeFailure classifies the failure err of the compose command what
@@ -170,37 +257,7 @@ func composeFailure(ctx context.Context, what string, err error, output []byte) 
 	return nil
 }
 
-// ComposeServices returns the services the compose files declare, sorted,
-// as `docker compose -p P -f F... config --services` run in dir reports
-// them. A compose file that is missing or broken is a CodeBadRequest error
-// carrying Compose's message.
-func (e *Engine) ComposeServices(ctx context.Context, dir string, files []string, composeProject string) ([]string, error) {
-	run, err := e.runCompose(ctx, dir, files, composeProject, "config", "--services")
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			return nil, events.Errorf(events.CodeBadRequest, "the compose files do not load: %s", tail(run.stderr)).
-				WithHint(fmt.Sprintf("fix the compose files; `docker compose %s config` in %s shows the same error",
-					fileFlags(files), dir)).
-				With("exit_code", run.exitCode)
-		}
-		return nil, err
-	}
-	var services []string
-	for _, l := range strings.Split(string(run.stdout), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			services = append(services, l)
-		}
-	}
-	sort.Strings(services)
-	services = compactStrings(services)
-	if len(services) == 0 {
-		return nil, events.Errorf(events.CodeBadRequest, "the compose files declare no service").
-			WithHint("add a service to the compose files")
-	}
-	return services, nil
-}
-
+// fileFlags returns the -f flags of files, for a hint.
 func fileFlags(files []string) string {
 	var b strings.Builder
 	for i, f := range files {
@@ -211,16 +268,6 @@ func fileFlags(files []string) string {
 		b.WriteString(f)
 	}
 	return b.String()
-}
-
-func compactStrings(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // tail returns the trimmed end of a command's output, at most
@@ -237,24 +284,17 @@ func tail(b []byte) string {
 	return "…" + string(b)
 }
 
-// capBuffer keeps the last max bytes written to it.
-type capBuffer struct {
-	buf []byte
-	max int
+// limitBuffer keeps the first max bytes written to it and counts the
+// bytes past them.
+type limitBuffer struct {
+	buf     []byte
+	max     int
+	dropped int
 }
 
-func (c *capBuffer) Write(p []byte) (int, error) {
-	c.buf = append(c.buf, p...)
-	if len(c.buf) > 2*c.max {
-		c.buf = append(c.buf[:0], c.buf[len(c.buf)-c.max:]...)
-	}
+func (l *limitBuffer) Write(p []byte) (int, error) {
+	n := min(len(p), l.max-len(l.buf))
+	l.buf = append(l.buf, p[:n]...)
+	l.dropped += len(p) - n
 	return len(p), nil
-}
-
-// Bytes returns the kept bytes.
-func (c *capBuffer) Bytes() []byte {
-	if len(c.buf) > c.max {
-		return c.buf[len(c.buf)-c.max:]
-	}
-	return c.buf
 }

@@ -3,14 +3,10 @@ package docker
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"regexp"
-	"slices"
-	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -31,23 +27,20 @@ const ComposeTailLines = 50
 // of a longer line is dropped with a marker.
 const maxComposeLine = 8 << 10
 
-// composeUIFlags are the global flags of Compose runs: plain progress (one
-// line per event, the BuildKit steps in full, no redraws) and no ANSI
-// escapes. Both are global flags of Compose v2 (2.26 included), so they
-// go before the subcommand (after -p and -f).
-var composeUIFlags = []string{"--ansi", "never", "--progress", "plain"}
-
 // Compose runs `docker compose -p PROJECT -f FILE... --ansi never
-// --progress plain ARGS...` in spec.Dir with an argument vector, calling line (when
-// not nil) with each output line as it comes. Stdout and stderr are one
-// pipe, so lines keep the order Compose writes them in and never mix.
-// Lines are cleaned: ANSI escape sequences and other control characters
-// are removed, a line redrawn with carriage returns keeps its last
-// version, blank lines are dropped, and a line is cut at 8 KiB.
+// --progress plain ARGS...` (with ComposeBinary) in spec.Dir with an
+// argument vector, calling line (when not nil) with each output line as
+// it comes. Stdout and stderr are one pipe, so lines keep the order
+// Compose writes them in and never mix. Lines are cleaned: ANSI escape
+// sequences and other control characters are removed, a line redrawn with
+// carriage returns keeps its last version, blank lines are dropped, and a
+// line is cut at 8 KiB. With spec.Tag, every process of the run carries
+// BERTH_OP=<tag> in its environment (see StopOperation).
 //
 // spec.Project must be a valid compose project name, spec.Files clean
-// relative names (see ValidateComposeFile) and no argument may contain a
-// NUL byte: otherwise the error is CodeBadRequest and nothing runs.
+// relative names (see ValidateComposeFile), spec.Tag empty or a valid
+// operation tag (see StopOperation), and no argument may contain a NUL
+// byte: otherwise the error is CodeBadRequest and nothing runs.
 //
 // A non-zero exit is an *events.Error with failCode (CodeInternal when
 // empty), a message ending with Compose's last lines, a hint chosen by
@@ -55,80 +48,21 @@ var composeUIFlags = []string{"--ansi", "never", "--progress", "plain"}
 // []string) and "exit_code". A missing compose binary or plugin and an
 // unreachable engine are CodeDockerUnavailable. When ctx ends, the whole
 // process group of Compose is killed: its deadline is CodeTimeout (with
-// Data "output" too), its cancellation ctx.Err() wrapped.
+// Data "output" too), its cancellation ctx.Err() wrapped. On Linux,
+// Compose is killed too when the worker dies.
 func (e *Engine) Compose(ctx context.Context, spec berth.ComposeSpec, failCode events.Code, line func(string), args ...string) error {
-	if err := ValidateProjectName(spec.Project); err != nil {
-		return err
-	}
-	for _, a := range args {
-		if strings.ContainsRune(a, 0) {
-			return events.Errorf(events.CodeBadRequest, "compose argument %q contains a NUL byte", a)
-		}
-	}
 	if failCode == "" {
 		failCode = events.CodeInternal
 	}
-	cmd, err := e.ComposeCommand(ctx, spec.Dir, spec.Files, spec.Project, append(slices.Clone(composeUIFlags), args...)...)
-	if err != nil {
+	err := e.runCompose(ctx, spec, nil, line, args...)
+	var exit *composeExit
+	if !errors.As(err, &exit) {
 		return err
 	}
-	cmd.Env = append(cmd.Env, "COMPOSE_ANSI=never")
-	what := "docker compose " + shorten(strings.Join(args, " "), 200)
-
-	// One writer for both: os/exec then hands the child a single pipe as
-	// its stdout and stderr.
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		if ee := composeFailure(ctx, what, err, nil); ee != nil {
-			return ee
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("docker: %s: %w", what, ctx.Err())
-		}
-		return fmt.Errorf("docker: start %s: %w", what, err)
-	}
-	waited := make(chan error, 1)
-	go func() {
-		err := cmd.Wait()
-		pw.Close()
-		waited <- err
-	}()
-
-	last := &lineRing{max: ComposeTailLines}
-	readComposeLines(pr, func(s string) {
-		last.add(s)
-		if line != nil {
-			line(s)
-		}
-	})
-	err = <-waited
-	if err == nil {
-		return nil
-	}
-
-	lines := slices.Clone(last.lines)
-	output := strings.Join(lines, "\n")
-	if ee := composeFailure(ctx, what, err, []byte(output)); ee != nil {
-		if ee.Code == events.CodeTimeout {
-			ee = ee.WithHint("Compose was stopped (its processes killed) when the request's time ran out; "+
-				"its output says what it was doing: raise the timeout, or fix what it was waiting for").
-				With("output", lines)
-		}
-		return ee
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("docker: %s: %w", what, ctx.Err())
-	}
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		return fmt.Errorf("docker: %s: %w", what, err)
-	}
-	return events.Errorf(failCode, "%s failed (exit code %d): %s", what, exit.ExitCode(), tail([]byte(output))).
+	return events.Errorf(failCode, "%s", exit.Error()).
 		WithHint(composeHint(failCode)).
-		With("output", lines).
-		With("exit_code", exit.ExitCode())
+		With("output", exit.lines).
+		With("exit_code", exit.code)
 }
 
 // composeHint is the hint of a failed Compose run.
@@ -296,71 +230,6 @@ func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
 		return "", e.mapErr(err, "inspect image "+ref)
 	}
 	return insp.ID, nil
-}
-
-// ComposeImages returns, per service, the image reference the compose
-// files give it, as `docker compose -p P -f F... config --format json`
-// resolves them (interpolated, with the project directory's .env): the
-// service's `image:`, or for a service that only has `build:`, the name
-// Compose v2 gives the image it builds, "<project>-<service>" (no tag:
-// the engine reads it as :latest). A compose file that does not load is
-// CodeBadRequest.
-func (e *Engine) ComposeImages(ctx context.Context, spec berth.ComposeSpec) (map[string]string, error) {
-	if err := ValidateProjectName(spec.Project); err != nil {
-		return nil, err
-	}
-	run, err := e.runCompose(ctx, spec.Dir, spec.Files, spec.Project, "config", "--format", "json")
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			return nil, events.Errorf(events.CodeBadRequest, "the compose files do not load: %s", tail(run.stderr)).
-				WithHint(fmt.Sprintf("fix the compose files; `docker compose %s config` in %s shows the same error",
-					fileFlags(spec.Files), spec.Dir)).
-				With("exit_code", run.exitCode)
-		}
-		return nil, err
-	}
-	return parseComposeImages(run.stdout, spec.Project)
-}
-
-// parseComposeImages reads the services' images from the JSON of
-// `docker compose config --format json`.
-func parseComposeImages(data []byte, project string) (map[string]string, error) {
-	var cfg struct {
-		Name     string `json:"name"`
-		Services map[string]struct {
-			Image string          `json:"image"`
-			Build json.RawMessage `json:"build"`
-		} `json:"services"`
-	}
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("docker: read the output of docker compose config --format json: %w", err)
-	}
-	if cfg.Name != "" {
-		project = cfg.Name
-	}
-	if len(cfg.Services) == 0 {
-		return nil, events.Errorf(events.CodeBadRequest, "the compose files declare no service").
-			WithHint("add a service to the compose files")
-	}
-	out := make(map[string]string, len(cfg.Services))
-	var imageless []string
-	for name, s := range cfg.Services {
-		switch {
-		case s.Image != "":
-			out[name] = s.Image
-		case len(s.Build) > 0 && string(s.Build) != "null":
-			out[name] = project + "-" + name
-		default:
-			imageless = append(imageless, name)
-		}
-	}
-	if len(imageless) > 0 {
-		sort.Strings(imageless)
-		return nil, events.Errorf(events.CodeBadRequest, "services %s have neither an image nor a build", strings.Join(imageless, ", ")).
-			WithHint("give each service an `image:` or a `build:`")
-	}
-	return out, nil
 }
 
 // ServiceLogsTail returns the last n log lines of a container, oldest

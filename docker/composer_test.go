@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +50,7 @@ func output(err error) string {
 }
 
 // TestComposer runs the Composer on one sample project on the real
-// engine: build, images, up, tags, logs, a timeout and a failed health.
+// engine: build, up, tags, logs, a timeout and a failed health.
 func TestComposer(t *testing.T) {
 	s := testenv.SampleApp(t, testenv.SampleNoUp())
 	e := newEngine(t)
@@ -71,20 +70,6 @@ func TestComposer(t *testing.T) {
 		if _, err := e.ImageID(ctx, appImage); err != nil {
 			t.Fatal(err)
 		}
-	})
-
-	t.Run("ComposeImages", func(t *testing.T) {
-		images, err := e.ComposeImages(ctx, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(images) != 2 || images["web"] != appImage || images["worker"] != appImage {
-			t.Errorf("images %v, want web and worker on %s", images, appImage)
-		}
-		bad := spec
-		bad.Files = []string{"missing.yml"}
-		_, err = e.ComposeImages(ctx, bad)
-		wantCode(t, err, events.CodeBadRequest)
 	})
 
 	t.Run("up", func(t *testing.T) {
@@ -175,11 +160,13 @@ func TestComposer(t *testing.T) {
 	})
 
 	t.Run("timeout", func(t *testing.T) {
+		tagged := spec
+		tagged.Tag = "test-timeout-" + s.Project
 		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		c := &collect{t: t}
 		start := time.Now()
-		err := e.Compose(tctx, spec, events.CodeInternal, c.line, "logs", "-f", "worker")
+		err := e.Compose(tctx, tagged, events.CodeInternal, c.line, "logs", "-f", "worker")
 		wantCode(t, err, events.CodeTimeout)
 		if d := time.Since(start); d > 8*time.Second {
 			t.Errorf("returned after %v", d)
@@ -190,23 +177,23 @@ func TestComposer(t *testing.T) {
 		if out := output(err); !strings.Contains(out, "tick") {
 			t.Errorf("error output %q", out)
 		}
-		noComposeProcess(t, s.Project)
+		docker.WaitUntagged(t, tagged.Tag, 3*time.Second)
 
-		// While it runs, the check sees the CLI and its compose plugin.
+		// While it runs, its processes carry the tag.
 		cctx, cancel2 := context.WithCancel(ctx)
 		time.AfterFunc(2*time.Second, cancel2)
-		var running []string
+		var running []int
 		var once sync.Once
-		err = e.Compose(cctx, spec, events.CodeInternal, func(string) {
-			once.Do(func() { running = composeProcesses(s.Project) })
+		err = e.Compose(cctx, tagged, events.CodeInternal, func(string) {
+			once.Do(func() { running = docker.TaggedProcesses(t, tagged.Tag) })
 		}, "logs", "-f", "worker")
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("canceled: %v", err)
 		}
-		if len(running) < 2 {
-			t.Errorf("compose processes while running: %q", running)
+		if len(running) == 0 {
+			t.Errorf("no process carries tag %s while Compose runs", tagged.Tag)
 		}
-		noComposeProcess(t, s.Project)
+		docker.WaitUntagged(t, tagged.Tag, 3*time.Second)
 	})
 
 	t.Run("health failed", func(t *testing.T) {
@@ -251,58 +238,4 @@ func TestComposeBuildFailure(t *testing.T) {
 	if n := len(strings.Split(out, "\n")); n > docker.ComposeTailLines {
 		t.Errorf("%d output lines", n)
 	}
-}
-
-// noComposeProcess checks that no live process runs compose for the
-// project (the docker CLI or its compose plugin), waiting a little for
-// the killed ones to be reaped.
-func noComposeProcess(t *testing.T, project string) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		left := composeProcesses(project)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("compose processes of %s left: %q", project, left)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// composeProcesses lists the live (not zombie) processes whose command line
-// runs compose with project.
-func composeProcesses(project string) []string {
-	ents, _ := os.ReadDir("/proc")
-	var out []string
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		dir := "/proc/" + strconv.Itoa(pid)
-		cmdline, err := os.ReadFile(dir + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		hasCompose, hasProject := false, false
-		for _, a := range args {
-			hasCompose = hasCompose || a == "compose"
-			hasProject = hasProject || a == project
-		}
-		if !hasCompose || !hasProject {
-			continue
-		}
-		stat, err := os.ReadFile(dir + "/stat")
-		if err != nil {
-			continue
-		}
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
-			continue
-		}
-		out = append(out, strings.Join(args, " "))
-	}
-	return out
 }

@@ -70,44 +70,11 @@ func TestLineRing(t *testing.T) {
 	}
 }
 
-func TestParseComposeImages(t *testing.T) {
-	got, err := parseComposeImages([]byte(`{"name":"proj","services":{
-		"a":{"build":{"context":"/x","dockerfile":"Dockerfile"}},
-		"b":{"image":"redis"},
-		"c":{"build":{"context":"/x"},"image":"foo/bar:1"}}}`), "other")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"a": "proj-a", "b": "redis", "c": "foo/bar:1"}
-	if len(got) != len(want) {
-		t.Fatalf("images %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("images %v, want %v", got, want)
-		}
-	}
-	_, err = parseComposeImages([]byte(`{"services":{"a":{"build":null}}}`), "p")
-	assertCode(t, err, events.CodeBadRequest, "image")
-	_, err = parseComposeImages([]byte(`{"services":{}}`), "p")
-	assertCode(t, err, events.CodeBadRequest, "")
-	if _, err = parseComposeImages([]byte(`not json`), "p"); err == nil {
-		t.Error("no error for bad JSON")
-	}
-}
-
 // TestComposeFake runs Compose on a fake docker CLI.
 func TestComposeFake(t *testing.T) {
 	dir := t.TempDir()
 	spec := berth.ComposeSpec{Dir: dir, Files: []string{"compose.yml"}, Project: "proj"}
-	engine := func(script string) *Engine {
-		e, err := New(WithComposeBinary(fakeDocker(t, script), "compose"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		return e
-	}
+	engine := func(script string) *Engine { return newTestEngine(t, fakeDocker(t, script), "compose") }
 	ctx := t.Context()
 
 	t.Run("streams", func(t *testing.T) {
@@ -145,24 +112,6 @@ func TestComposeFake(t *testing.T) {
 		assertCode(t, err, events.CodeHealthFailed, "healthy")
 		err = e.Compose(ctx, spec, "", nil, "up")
 		assertCode(t, err, events.CodeInternal, "")
-	})
-
-	t.Run("invalid", func(t *testing.T) {
-		e := engine(`echo ran; exit 3`)
-		for name, s := range map[string]berth.ComposeSpec{
-			"no project":   {Dir: dir, Files: spec.Files},
-			"bad project":  {Dir: dir, Project: "Bad"},
-			"bad file":     {Dir: dir, Project: "p", Files: []string{"../c.yml"}},
-			"relative dir": {Dir: "prod", Project: "p"},
-		} {
-			if err := e.Compose(ctx, s, events.CodeBuildFailed, nil, "build"); events.ErrorCode(err) != events.CodeBadRequest {
-				t.Errorf("%s: %v, want bad_request", name, err)
-			}
-		}
-		err := e.Compose(ctx, spec, events.CodeBuildFailed, func(s string) { t.Errorf("ran: %s", s) }, "build", "x\x00y")
-		assertCode(t, err, events.CodeBadRequest, "")
-		_, err = e.ComposeImages(ctx, berth.ComposeSpec{Dir: dir})
-		assertCode(t, err, events.CodeBadRequest, "")
 	})
 
 	t.Run("unavailable", func(t *testing.T) {

@@ -1,11 +1,13 @@
-// Package docker is Berth's berth.Engine on the Docker Engine API (through
-// github.com/docker/docker/client) and the Docker Compose v2 CLI, which it
-// runs as `docker compose ...` with an argument vector, never a shell.
+// Package docker is Berth's berth.Engine and berth.Composer on the Docker
+// Engine API (through github.com/docker/docker/client) and the Docker
+// Compose v2 CLI, which it runs with an argument vector, never a shell: the
+// Compose plugin binary itself when it can be found, else `docker compose`.
 package docker
 
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,7 +30,7 @@ const (
 	LabelService = "com.docker.compose.service"
 	// LabelOneShot marks a service whose containers are meant to exit
 	// (migrations, seeders): `berth.one-shot: "true"` in the compose file.
-	LabelOneShot = "berth.one-shot"
+	LabelOneShot = berth.LabelOneShot
 )
 
 // MaxHealthLog is the number of health-check outputs Containers keeps, the
@@ -56,11 +58,12 @@ type config struct {
 }
 
 // WithComposeBinary sets the command that runs Compose, as an argument
-// vector: the default is {"docker", "compose"} (the Compose v2 CLI plugin);
-// {"docker-compose"} runs a standalone Compose v2 binary. The first element
+// vector, instead of the one New finds: {"docker", "compose"} runs the
+// Compose v2 plugin through the docker CLI, {"/path/to/docker-compose"} a
+// Compose v2 binary (the plugin's or a standalone one). The first element
 // is looked up in PATH unless it holds a slash.
 func WithComposeBinary(argv ...string) Option {
-	return func(c *config) { c.compose = append([]string(nil), argv...) }
+	return func(c *config) { c.compose = append([]string{}, argv...) }
 }
 
 // WithClientOptions adds options to the Docker client, after
@@ -73,10 +76,22 @@ func WithClientOptions(opts ...client.Opt) Option {
 // New returns an Engine on the Docker Engine named by the environment
 // (DOCKER_HOST, DOCKER_API_VERSION, DOCKER_CERT_PATH, DOCKER_TLS_VERIFY),
 // negotiating the API version. It does not connect: call Ping for that.
+//
+// Unless WithComposeBinary says otherwise, Compose runs as the Compose v2
+// plugin binary, so that it is the worker's own child (which dies with
+// it): the first executable docker-compose in the docker CLI's plugin
+// directories ($DOCKER_CONFIG/cli-plugins, ~/.docker/cli-plugins,
+// /usr/local/lib/docker/cli-plugins, /usr/local/libexec/docker/cli-plugins,
+// /usr/lib/docker/cli-plugins, /usr/libexec/docker/cli-plugins), else a
+// docker-compose in PATH whose `version --short` is 2 or later, else
+// `docker compose`.
 func New(opts ...Option) (*Engine, error) {
-	c := config{compose: []string{"docker", "compose"}}
+	var c config
 	for _, o := range opts {
 		o(&c)
+	}
+	if c.compose == nil {
+		c.compose = defaultCompose()
 	}
 	if len(c.compose) == 0 || c.compose[0] == "" {
 		return nil, fmt.Errorf("docker: empty compose binary")
@@ -96,7 +111,9 @@ func (e *Engine) Close() error { return e.cli.Close() }
 // Engine does not wrap.
 func (e *Engine) Client() *client.Client { return e.cli }
 
-// ComposeBinary returns the argument vector that runs Compose.
+// ComposeBinary returns the argument vector that runs Compose, before its
+// arguments: {"/usr/local/lib/docker/cli-plugins/docker-compose"}, or
+// {"docker", "compose"} when no Compose v2 binary was found.
 func (e *Engine) ComposeBinary() []string { return append([]string(nil), e.compose...) }
 
 // Ping checks that the engine answers.
@@ -114,12 +131,9 @@ func (e *Engine) Containers(ctx context.Context, composeProject string) ([]berth
 	if err := ValidateProjectName(composeProject); err != nil {
 		return nil, err
 	}
-	list, err := e.cli.ContainerList(ctx, container.ListOptions{
-		All:     true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelProject+"="+composeProject)),
-	})
+	list, err := e.list(ctx, composeProject)
 	if err != nil {
-		return nil, e.mapErr(err, "list containers of "+composeProject)
+		return nil, err
 	}
 
 	out := make([]berth.Container, len(list))
@@ -162,6 +176,18 @@ func (e *Engine) Containers(ctx context.Context, composeProject string) ([]berth
 		return res[i].Name < res[j].Name
 	})
 	return res, nil
+}
+
+// list lists every container of a compose project, running or not.
+func (e *Engine) list(ctx context.Context, composeProject string) ([]container.Summary, error) {
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelProject+"="+composeProject)),
+	})
+	if err != nil {
+		return nil, e.mapErr(err, "list containers of "+composeProject)
+	}
+	return list, nil
 }
 
 // fromInspect converts an inspect response.
@@ -259,4 +285,37 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// strayName matches the name Compose gives a container while it recreates
+// it ("<first 12 hex of its id>_<name>"): one left with that name is a
+// recreate that was cut short (its Compose was killed).
+var strayName = regexp.MustCompile(`^/?[0-9a-f]{12}_`)
+
+// RemoveStrayContainers removes, by force, the containers of a compose
+// project that an interrupted recreate left under Compose's temporary
+// name; the next `docker compose up` would trip over them ("the container
+// name is already in use"). It returns the names it removed.
+func (e *Engine) RemoveStrayContainers(ctx context.Context, composeProject string) ([]string, error) {
+	if err := ValidateProjectName(composeProject); err != nil {
+		return nil, err
+	}
+	list, err := e.list(ctx, composeProject)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, c := range list {
+		if len(c.Names) == 0 || !strayName.MatchString(c.Names[0]) {
+			continue
+		}
+		name := strings.TrimPrefix(c.Names[0], "/")
+		if err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+			if mapped := e.mapErr(err, "remove container "+name); !isCode(mapped, codeNotFound) {
+				return removed, mapped
+			}
+		}
+		removed = append(removed, name)
+	}
+	return removed, nil
 }

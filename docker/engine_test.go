@@ -102,26 +102,40 @@ func TestEngine(t *testing.T) {
 		wantCode(t, err, events.CodeBadRequest)
 	})
 
-	t.Run("ComposeServices", func(t *testing.T) {
-		got, err := e.ComposeServices(ctx, s.Dir, s.Files, s.Project)
-		if err != nil || !slices.Equal(got, []string{"web", "worker"}) {
-			t.Fatalf("services %q, %v", got, err)
+	t.Run("ComposeModel", func(t *testing.T) {
+		spec := berth.ComposeSpec{Dir: s.Dir, Files: s.Files, Project: s.Project}
+		m, err := e.ComposeModel(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
 		}
+		image := s.Project + "-app:latest"
+		web, worker := m.Services["web"], m.Services["worker"]
+		if m.Name != s.Project || !slices.Equal(m.ServiceNames(), []string{"web", "worker"}) {
+			t.Fatalf("model %q with services %q", m.Name, m.ServiceNames())
+		}
+		if web.Name != "web" || web.Image != image || !web.Build || !web.Healthcheck || web.HealthTimeout != 4*time.Second ||
+			web.Replicas != 1 || len(web.Ports) != 1 || web.Ports[0] != (berth.ComposePort{Target: 8080, HostIP: "127.0.0.1", Protocol: "tcp"}) {
+			t.Errorf("web %+v", web)
+		}
+		if worker.Image != image || worker.Build || worker.Healthcheck || worker.DependsOn["web"] != "service_started" ||
+			worker.Replicas != 1 || worker.Ports != nil || m.Completion("worker") != berth.MayFinish {
+			t.Errorf("worker %+v", worker)
+		}
+
 		broken := filepath.Join(s.Dir, "broken.yml")
 		if err := os.WriteFile(broken, []byte("services:\n  web:\n    image: [\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, err = e.ComposeServices(ctx, s.Dir, []string{"broken.yml"}, s.Project)
-		wantCode(t, err, events.CodeBadRequest)
-		if msg := events.AsError(err).Message; !strings.Contains(msg, "yaml") {
-			t.Errorf("broken file message %q", msg)
+		for file, msg := range map[string]string{"broken.yml": "yaml", "missing.yml": "missing.yml"} {
+			spec.Files = []string{file}
+			_, err = e.ComposeModel(ctx, spec)
+			wantCode(t, err, events.CodeBadRequest)
+			if ee := events.AsError(err); !strings.Contains(ee.Message, msg) || ee.Data["exit_code"] == 0 {
+				t.Errorf("%s: error %+v", file, ee)
+			}
 		}
-		_, err = e.ComposeServices(ctx, s.Dir, []string{"missing.yml"}, s.Project)
-		wantCode(t, err, events.CodeBadRequest)
-		if msg := events.AsError(err).Message; !strings.Contains(msg, "missing.yml") {
-			t.Errorf("missing file message %q", msg)
-		}
-		_, err = e.ComposeServices(ctx, s.Dir, []string{"../compose.yml"}, s.Project)
+		spec.Files = []string{"../compose.yml"}
+		_, err = e.ComposeModel(ctx, spec)
 		wantCode(t, err, events.CodeBadRequest)
 	})
 
@@ -232,6 +246,46 @@ func TestEngine(t *testing.T) {
 		}
 		if len(ticks) < 3 || !slices.IsSorted(ticks) {
 			t.Errorf("follow for 3s: ticks %v in %+v", ticks, got)
+		}
+	})
+
+	t.Run("RemoveStrayContainers", func(t *testing.T) {
+		// What a recreate cut short leaves: the old container under
+		// Compose's temporary name, with the project's labels.
+		cli := e.Client()
+		stray := "0123456789ab_" + s.Project + "-worker-1"
+		created, err := cli.ContainerCreate(ctx, &container.Config{
+			Image: s.Project + "-app:latest", Cmd: []string{"worker"},
+			Labels: map[string]string{docker.LabelProject: s.Project, docker.LabelService: "worker"},
+		}, nil, nil, nil, stray)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = cli.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true})
+		})
+		if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		removed, err := e.RemoveStrayContainers(ctx, s.Project)
+		if err != nil || len(removed) != 1 || removed[0] != stray {
+			t.Fatalf("removed %v, %v; want %s", removed, err, stray)
+		}
+		cs, err := e.Containers(ctx, s.Project)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, c := range cs {
+			names = append(names, c.Name)
+		}
+		if len(cs) != 2 || slices.Contains(names, stray) {
+			t.Fatalf("containers after removing the stray: %v", names)
+		}
+		if removed, err := e.RemoveStrayContainers(ctx, s.Project); err != nil || len(removed) != 0 {
+			t.Fatalf("a second call removed %v, %v", removed, err)
 		}
 	})
 

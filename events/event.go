@@ -29,6 +29,8 @@ const (
 	StepUp       = "up"
 	StepVerify   = "verify"
 	StepRollback = "rollback"
+	StepRestart  = "restart"
+	StepStop     = "stop"
 	StepFollow   = "follow"
 )
 

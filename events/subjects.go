@@ -20,13 +20,15 @@ const (
 	ActionRestart      = "restart"
 	ActionDeploy       = "deploy"
 	ActionRollback     = "rollback"
+	ActionStart        = "start"
+	ActionStop         = "stop"
 	ActionHistory      = "history"
 )
 
 // Actions lists every known action in a stable order.
 var actions = []string{
 	ActionConfigSet, ActionConfigGet, ActionConfigDelete,
-	ActionStatus, ActionLogs, ActionRestart, ActionDeploy, ActionRollback, ActionHistory,
+	ActionStatus, ActionLogs, ActionRestart, ActionDeploy, ActionRollback, ActionStart, ActionStop, ActionHistory,
 }
 
 // FastActions are the read-only actions served by the fast consumer, so a

@@ -26,7 +26,7 @@ func RequiredRole(action string) string {
 	switch action {
 	case events.ActionStatus, events.ActionLogs, events.ActionHistory, events.ActionConfigGet:
 		return RoleViewer
-	case events.ActionRestart, events.ActionDeploy, events.ActionRollback:
+	case events.ActionRestart, events.ActionDeploy, events.ActionRollback, events.ActionStart, events.ActionStop:
 		return RoleOperator
 	default:
 		return RoleAdmin

@@ -31,20 +31,24 @@ func (s *Service) ConfigDelete(ctx context.Context, req *Request, rep Reporter) 
 		}
 		return s.deleteConfig(ctx, req.Project)
 	}
-	return s.twoPhase(ctx, req, rep, mutation{
-		plan: func(ctx context.Context, p *berth.Project, args json.RawMessage) (*plan, error) {
-			if err := events.DecodeArgs(args, &struct{}{}); err != nil {
-				return nil, err
-			}
-			raw, _ := json.Marshal(p)
-			sum := sha256.Sum256(raw)
-			return &plan{Data: map[string]any{"delete": p, "kept": "history, containers, files and releases are not touched"},
-				Digest: hex.EncodeToString(sum[:])}, nil
-		},
-		run: func(ctx context.Context, p *berth.Project, _ json.RawMessage, _ *plan, _ Reporter) (any, error) {
-			return s.deleteConfig(ctx, p.Name)
-		},
-	})
+	return s.mutate(ctx, req, rep, configDeleteMutation)
+}
+
+// configDeleteMutation is a confirmed config.delete: one write to the
+// store, so it needs no journal.
+var configDeleteMutation = &mutation{confirm: true, plan: (*Service).planConfigDelete,
+	apply: func(s *Service, ctx context.Context, p *berth.Project) (any, error) {
+		return s.deleteConfig(ctx, p.Name)
+	}}
+
+func (s *Service) planConfigDelete(ctx context.Context, p *berth.Project, args json.RawMessage) (*plan, error) {
+	if err := events.DecodeArgs(args, &struct{}{}); err != nil {
+		return nil, err
+	}
+	raw, _ := json.Marshal(p)
+	sum := sha256.Sum256(raw)
+	return &plan{Data: map[string]any{"delete": p, "kept": "history, containers, files and releases are not touched"},
+		Digest: hex.EncodeToString(sum[:])}, nil
 }
 
 func (s *Service) deleteConfig(ctx context.Context, project string) (any, error) {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rs/zerolog"
+
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 )
@@ -92,23 +94,17 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	if err != nil {
 		return nil, err
 	}
-	declared, err := s.Engine.ComposeServices(ctx, prod, files, a.ComposeProject)
+	if err := s.uniqueTarget(ctx, req.Project, rp, a.ComposeProject); err != nil {
+		return nil, err
+	}
+	if err := s.refuseWhileLocked(ctx, req.Project); err != nil {
+		return nil, err
+	}
+	model, err := s.Engine.ComposeModel(ctx, berth.ComposeSpec{Dir: prod, Files: files, Project: a.ComposeProject})
 	if err != nil {
 		return nil, err
 	}
-	services := slices.Clone(declared)
-	if running, err := s.Engine.Containers(ctx, a.ComposeProject); err == nil {
-		for _, c := range running {
-			if c.Service != "" && !slices.Contains(services, c.Service) {
-				services = append(services, c.Service)
-			}
-		}
-	}
-	slices.Sort(services)
-	if len(services) == 0 {
-		return nil, events.Errorf(events.CodeBadRequest, "the compose files %v declare no services", files).
-			WithHint("check the compose files in the production directory")
-	}
+	services := model.ServiceNames()
 	primary := a.PrimaryService
 	if primary == "" {
 		primary = services[0]
@@ -136,6 +132,86 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	s.known.remember(p, s.Now())
 	_ = s.Store.InvalidateStatus(ctx, req.Project)
 	return p, nil
+}
+
+// uniqueTarget refuses a production directory (resolved) or a compose
+// project that another project already manages: two projects on one
+// directory would delete each other's files and replace each other's
+// containers. The store enforces it atomically as well (PutProject); this
+// look also catches configurations stored before it did, and directories
+// reached through different symbolic links.
+func (s *Service) uniqueTarget(ctx context.Context, project, realProd, composeProject string) error {
+	names, err := s.Store.ListProjects(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if name == project {
+			continue
+		}
+		other, err := s.Store.GetProject(ctx, name)
+		if err != nil {
+			continue
+		}
+		otherProd, _ := filepath.EvalSymlinks(other.Production)
+		switch {
+		case otherProd == realProd || other.Production == realProd:
+			return events.Errorf(events.CodeConflict, "production directory %s is managed by project %s", realProd, name).
+				With("project", name).
+				WithHint(fmt.Sprintf("a production directory belongs to one project: give %s its own directory, or delete %s first", project, name))
+		case other.ComposeProject == composeProject:
+			return events.Errorf(events.CodeConflict, "compose project %s is managed by project %s", composeProject, name).
+				With("project", name).
+				WithHint(fmt.Sprintf("a compose project belongs to one Berth project: set another compose_project for %s, or delete %s first", project, name))
+		}
+	}
+	return nil
+}
+
+// refuseWhileLocked refuses to change a project while a mutation holds its
+// lock: the mutation runs with the configuration it started with.
+func (s *Service) refuseWhileLocked(ctx context.Context, project string) error {
+	if s.Locks == nil {
+		return nil
+	}
+	h, err := s.Locks.LockHolder(ctx, project)
+	switch {
+	case err == nil:
+		e := ConflictError(project, h)
+		e.Hint = "wait for that operation to finish before changing the configuration, then try again"
+		return e
+	case events.ErrorCode(err) == events.CodeNotFound:
+		return nil
+	}
+	return err
+}
+
+// syncServices records in a project's configuration the services its
+// compose files now declare, after a mutation changed them (a release
+// that added or removed a service); the configuration is left alone when
+// it changed meanwhile.
+func (s *Service) syncServices(ctx context.Context, p *berth.Project, model *berth.ComposeModel) {
+	if model == nil {
+		return
+	}
+	names := model.ServiceNames()
+	if slices.Equal(names, p.Services) {
+		return
+	}
+	cur, err := s.Store.GetProject(ctx, p.Name)
+	if err != nil || !cur.UpdatedAt.Equal(p.UpdatedAt) {
+		return
+	}
+	cur.Services = names
+	if !slices.Contains(names, cur.PrimaryService) && len(names) > 0 {
+		cur.PrimaryService = names[0]
+	}
+	if err := s.Store.PutProject(ctx, cur); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot record the project's services")
+		return
+	}
+	p.Services, p.PrimaryService = cur.Services, cur.PrimaryService
+	s.known.remember(cur, s.Now())
 }
 
 // confinedDir checks that path is an absolute, clean, existing directory

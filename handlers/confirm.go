@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/state"
 )
 
 // plan is what a destructive action shows before it runs: data for the
@@ -26,15 +27,24 @@ type plan struct {
 	state any
 }
 
-// mutation is one destructive action: how to plan it and how to run it.
+// mutation is one mutating action: how to plan it, and the operation
+// that runs the plan under the project lock.
 type mutation struct {
+	op *operation
+	// confirm makes the action two-phase: a command without confirm gets
+	// the plan and a token. Every mutation but start is confirmed.
+	confirm bool
 	// plan computes the plan from the (confirmed) args.
-	plan func(ctx context.Context, p *berth.Project, args json.RawMessage) (*plan, error)
-	// run executes a confirmed plan while the project lock is held.
-	run func(ctx context.Context, p *berth.Project, args json.RawMessage, pl *plan, rep Reporter) (any, error)
-	// skip, when it returns data, answers without confirmation (a deploy
-	// with nothing to deploy).
-	skip func(pl *plan) (any, bool)
+	plan func(s *Service, ctx context.Context, p *berth.Project, args json.RawMessage) (*plan, error)
+	// skip, when it returns data, answers without running anything (a
+	// deploy with nothing to deploy).
+	skip func(s *Service, ctx context.Context, p *berth.Project, pl *plan) (any, bool)
+	// begin prepares the run from the plan: the journal's release or
+	// services, and what the steps need.
+	begin func(r *opRun, pl *plan) error
+	// apply replaces op for a mutation that is one write to the store
+	// (config.delete): nothing to journal or recover.
+	apply func(s *Service, ctx context.Context, p *berth.Project) (any, error)
 }
 
 // ConfirmationData is the data of a confirmation_required or plan_changed
@@ -47,64 +57,121 @@ type ConfirmationData struct {
 	ConfirmBy string `json:"confirm_by"`
 }
 
-// twoPhase runs a mutation with two-phase confirmation: a command without
+// mutate runs a mutation. A confirmed one is two-phase: a command without
 // confirm gets the plan and a token; a command confirming it (with "yes"
-// for the user's latest plan, or the token) runs it under the project lock,
-// after checking that the plan is still the same.
-func (s *Service) twoPhase(ctx context.Context, req *Request, rep Reporter, m mutation) (any, error) {
+// for the user's latest plan, or the token) runs it. The run holds the
+// project lock, re-plans under it (a different plan is plan_changed) and
+// executes the operation's steps.
+func (s *Service) mutate(ctx context.Context, req *Request, rep Reporter, m *mutation) (any, error) {
+	if req.Resumed {
+		if data, err, ok := s.resumedOutcome(ctx, req, rep); ok {
+			return data, err
+		}
+	}
 	p, err := s.project(ctx, req.Project)
 	if err != nil {
 		return nil, err
 	}
-	if req.Confirm == "" {
+	args := req.Args
+	var c *berth.Confirmation
+	switch {
+	case m.confirm && req.Confirm == "":
 		rep.Progress(events.StepPlan, "planning", -1, -1)
 		s.pause(ctx, events.StepPlan)
-		pl, err := m.plan(ctx, p, req.Args)
+		pl, err := m.plan(s, ctx, p, req.Args)
 		if err != nil {
 			return nil, err
 		}
 		if m.skip != nil {
-			if data, ok := m.skip(pl); ok {
+			if data, ok := m.skip(s, ctx, p, pl); ok {
 				return data, nil
 			}
 		}
 		return s.askConfirmation(ctx, req, rep, p, req.Args, pl)
-	}
-
-	c, err := s.takeConfirmation(ctx, req, p)
-	if err != nil {
-		if req.Resumed && events.ErrorCode(err) == events.CodeConfirmationInvalid {
-			return nil, events.Errorf(events.CodeConfirmationInvalid,
-				"the worker stopped while starting this %s, before it changed anything; its confirmation is spent", req.Action).
-				WithHint(fmt.Sprintf("send %s without confirm to get a new plan and token", req.Action))
+	case m.confirm:
+		if c, err = s.checkConfirmation(ctx, req, p); err != nil {
+			if req.Resumed && events.ErrorCode(err) == events.CodeConfirmationInvalid {
+				return nil, events.Errorf(events.CodeConfirmationInvalid,
+					"the worker stopped while starting this %s, before it changed anything; its confirmation is spent", req.Action).
+					WithHint(fmt.Sprintf("send %s without confirm to get a new plan and token", req.Action))
+			}
+			return nil, err
 		}
-		return nil, err
+		args = c.Args
+	case req.Confirm != "":
+		return nil, events.Errorf(events.CodeBadRequest, "%s needs no confirmation", req.Action).
+			WithHint(fmt.Sprintf("send %s without confirm", req.Action))
 	}
-	req.Confirmer = req.User
-	req.Note("requested_by", c.User)
-	req.Note("plan_digest", c.Digest)
 
 	owner := req.ID + "/" + randomHex(8)
-	release, err := s.lock(ctx, req, p.Name, owner)
+	unlock, err := s.lock(ctx, req, p.Name, owner)
 	if err != nil {
-		return nil, err
+		return nil, err // the confirmation stays: confirm again once the holder is done
 	}
-	defer release()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			unlock()
+		}
+	}()
+	if !s.ops.claim(p.Production) {
+		return nil, events.Errorf(events.CodeConflict, "project %s is being recovered after an interrupted operation", p.Name).
+			WithHint("wait until the recovery is done (see status and history), then try again")
+	}
+	defer s.ops.release(p.Production)
 	lockCtx, stop := s.holdLock(ctx, p.Name, owner)
 	defer stop()
-
-	rep.Progress(events.StepPlan, "re-checking the confirmed plan", -1, -1)
-	pl, err := m.plan(lockCtx, p, c.Args)
+	if c != nil {
+		taken, err := s.Confirms.TakeConfirmation(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if !taken {
+			return nil, events.Errorf(events.CodeConfirmationInvalid, "the confirmation token was already used").
+				WithHint(fmt.Sprintf("send %s without confirm to get a new plan and token", req.Action))
+		}
+		req.Confirmer = req.User
+		req.Note("requested_by", c.User)
+		req.Note("plan_digest", c.Digest)
+		rep.Progress(events.StepPlan, "re-checking the confirmed plan", -1, -1)
+	} else {
+		req.Note("requested_by", req.User)
+		rep.Progress(events.StepPlan, "planning", -1, -1)
+	}
+	pl, err := m.plan(s, lockCtx, p, args)
 	if err != nil {
 		return nil, err
 	}
-	if pl.Digest != c.Digest {
+	if c != nil && pl.Digest != c.Digest {
 		// Ask again, so the user can confirm the new plan directly.
 		data, _ := s.askConfirmation(ctx, &Request{ID: req.ID, Project: req.Project, Action: req.Action, User: c.User}, rep, p, c.Args, pl)
 		return data, events.Errorf(events.CodePlanChanged, "the plan changed since it was confirmed; nothing was done").
 			WithHint("review the new plan in data and confirm it with its token")
 	}
-	return m.run(lockCtx, p, c.Args, pl, rep)
+	if c == nil && m.skip != nil {
+		if data, ok := m.skip(s, ctx, p, pl); ok {
+			return data, nil
+		}
+	}
+	if m.apply != nil {
+		return m.apply(s, lockCtx, p)
+	}
+	user := req.User
+	if c != nil {
+		user = c.User
+	}
+	r := &opRun{s: s, op: m.op, rep: rep, request: req, planData: pl.Data, j: &state.Journal{
+		Op: m.op.name, RequestID: req.ID, User: user, Confirmer: req.Confirmer, Project: *p,
+		LockOwner: owner, StartedAt: s.Now().UTC(),
+	}}
+	if m.begin != nil {
+		if err := m.begin(r, pl); err != nil {
+			return nil, err
+		}
+	}
+	data, err := s.execute(lockCtx, r)
+	handedOff = r.handedOff
+	return data, err
 }
 
 func (s *Service) askConfirmation(ctx context.Context, req *Request, rep Reporter, p *berth.Project, args json.RawMessage, pl *plan) (any, error) {
@@ -143,9 +210,10 @@ func (s *Service) askConfirmation(ctx context.Context, req *Request, rep Reporte
 	return data, events.Errorf(events.CodeConfirmationRequired, "%s of %s needs confirmation", req.Action, p.Name).WithHint(hint)
 }
 
-// takeConfirmation finds, checks and consumes the confirmation a command
-// refers to.
-func (s *Service) takeConfirmation(ctx context.Context, req *Request, p *berth.Project) (*berth.Confirmation, error) {
+// checkConfirmation finds and checks the confirmation a command refers
+// to; the caller takes it once it holds the project lock, so a command
+// refused for a conflict leaves it for a later one.
+func (s *Service) checkConfirmation(ctx context.Context, req *Request, p *berth.Project) (*berth.Confirmation, error) {
 	token := req.Confirm
 	ask := fmt.Sprintf("send %s without confirm to get a new plan and token", req.Action)
 	if token == "yes" {
@@ -186,13 +254,6 @@ func (s *Service) takeConfirmation(ctx context.Context, req *Request, p *berth.P
 	if !s.Now().Before(c.ExpiresAt) {
 		_, _ = s.Confirms.TakeConfirmation(ctx, c)
 		return nil, events.Errorf(events.CodeConfirmationExpired, "the confirmation expired at %s", c.ExpiresAt.Format(time.RFC3339)).WithHint(ask)
-	}
-	ok, err := s.Confirms.TakeConfirmation(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, events.Errorf(events.CodeConfirmationInvalid, "the confirmation token was already used").WithHint(ask)
 	}
 	return c, nil
 }

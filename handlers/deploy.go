@@ -7,17 +7,45 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"time"
+	"strings"
 
 	"github.com/rs/zerolog"
 
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/filesync"
+	"github.com/berth-ops/berth/state"
 )
+
+// Deploy brings production up to date with the workspace after
+// confirmation; a failure after the backup rolls it back.
+func (s *Service) Deploy(ctx context.Context, req *Request, rep Reporter) (any, error) {
+	return s.mutate(ctx, req, rep, deployMutation)
+}
+
+var deployMutation = &mutation{op: deployOp, confirm: true, plan: (*Service).planDeploy, skip: (*Service).upToDate, begin: beginDeploy}
+
+// deployOp is a deploy, step by step. Each step's undo reverses it; a
+// failure (or a worker stopped at any point) undoes every step reached,
+// newest first, and settles: the previous release's files and images, up
+// and verified.
+var deployOp = &operation{
+	name:      events.ActionDeploy,
+	onFailure: undoSteps,
+	steps: []step{
+		{name: events.StepBackup, title: backupTitle, do: backup, undo: dropIncompleteBackup},
+		{name: events.StepSync, title: syncTitle, skip: strategyIsNot("copy"), do: syncFiles, undo: restoreFiles},
+		{name: events.StepPull, title: stepTitle("docker compose pull"), skip: strategyIsNot("registry"), do: pullImages, undo: restoreImages},
+		{name: events.StepBuild, title: stepTitle("docker compose build"), skip: noBuild, do: buildImages, undo: restoreImages},
+		{name: events.StepUp, title: stepTitle("docker compose up"), do: upRelease},
+		{name: events.StepVerify, title: verifyTitle, do: verifyServices},
+	},
+	settleFrom: events.StepUp,
+	settle:     upPreviousRelease,
+	finish:     recordRelease,
+	failed:     deployFailure,
+}
 
 // DeployArgs are the arguments of deploy.
 type DeployArgs struct {
@@ -43,39 +71,20 @@ type DeployResult struct {
 	Message  string               `json:"message,omitempty"`
 	Files    filesync.PlanSummary `json:"files"`
 	Services []ServiceHealth      `json:"services,omitempty"`
-	StepsMS  map[string]int64     `json:"steps_ms,omitempty"`
-	// RolledBack is set on a failed deploy whose changes were undone.
-	RolledBack bool            `json:"rolled_back,omitempty"`
-	Failure    *FailureDetails `json:"failure,omitempty"`
-	Output     []string        `json:"output,omitempty"`
+	// NotUp lists the services that are not up, when nothing was
+	// deployed (start brings them up).
+	NotUp   []string         `json:"not_up,omitempty"`
+	StepsMS map[string]int64 `json:"steps_ms,omitempty"`
+	// RolledBack is set on a failed deploy whose changes were undone;
+	// RollbackPending on one whose undo the worker is still retrying.
+	RolledBack      bool            `json:"rolled_back,omitempty"`
+	RollbackPending bool            `json:"rollback_pending,omitempty"`
+	Failure         *FailureDetails `json:"failure,omitempty"`
+	Output          []string        `json:"output,omitempty"`
 }
 
 // planPathsShown is how many paths of each kind a plan lists.
 const planPathsShown = 20
-
-// Deploy brings production up to date with the workspace after
-// confirmation: backup, sync, build, up, verify, and an automatic rollback
-// when any step after the backup fails.
-func (s *Service) Deploy(ctx context.Context, req *Request, rep Reporter) (any, error) {
-	if req.Resumed && req.Confirm != "" {
-		if data, err, ok := s.resumedOutcome(ctx, req); ok {
-			return data, err
-		}
-	}
-	return s.twoPhase(ctx, req, rep, mutation{
-		plan: s.planDeploy,
-		skip: func(pl *plan) (any, bool) {
-			dp := deployPlanOf(pl)
-			if dp.Strategy != "copy" || dp.Files.Added+dp.Files.Modified+dp.Files.Deleted > 0 {
-				return nil, false
-			}
-			return &DeployResult{Changed: false, Files: dp.Files, Message: "production is up to date with the workspace: nothing to deploy"}, true
-		},
-		run: func(ctx context.Context, p *berth.Project, args json.RawMessage, pl *plan, rep Reporter) (any, error) {
-			return s.runDeploy(ctx, req, p, pl, rep)
-		},
-	})
-}
 
 func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.RawMessage) (*plan, error) {
 	var a DeployArgs
@@ -108,11 +117,11 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 		return nil, events.Errorf(events.CodeBadRequest, "cannot read the ignore rules of %s: %v", ws, err).
 			WithHint("fix .berthignore (gitignore syntax)")
 	}
-	man, err := s.state(p.Name).manifest()
+	man, err := s.State.Manifest(p.Production)
 	if err != nil {
 		return nil, err
 	}
-	fp, err := s.diff(ctx, p.Name, ws, p.Production, man, rules)
+	fp, err := s.diff(ctx, ws, p.Production, man, rules)
 	if err != nil {
 		return nil, err
 	}
@@ -123,144 +132,77 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 			WithHint("remove symlinks that point outside the workspace (and special files), or exclude them in .berthignore")
 	}
 	dp := &DeployPlan{Strategy: "copy", Workspace: ws, Production: p.Production, Files: fp.Summary(planPathsShown),
-		NeedsBuild: !fp.Empty(), Steps: []string{events.StepLock, events.StepBackup, events.StepSync, events.StepBuild, events.StepUp, events.StepVerify}}
+		NeedsBuild: !fp.Empty()}
+	dp.Steps = deployOp.plannedSteps(dp)
 	return &plan{Data: dp, Digest: fp.Digest + ":" + ws, state: fp}, nil
 }
 
-// runDeploy executes a confirmed deploy plan under the project lock.
-func (s *Service) runDeploy(ctx context.Context, req *Request, p *berth.Project, pl *plan, rep Reporter) (any, error) {
-	dp, fp := deployPlanOf(pl), pl.state.(*filesync.Plan)
-	ps := s.state(p.Name)
-	now := s.Now().UTC()
-	rel := &Release{ID: newReleaseID(now, req.ID), RequestID: req.ID, User: fmt.Sprint(req.Details["requested_by"]), Confirmer: req.Confirmer,
-		Strategy: dp.Strategy, Workspace: dp.Workspace, CreatedAt: now, Status: ReleasePending, Files: dp.Files, Steps: map[string]int64{}}
-	req.Note("release", rel.ID)
-	req.Note("files", map[string]int{"added": dp.Files.Added, "modified": dp.Files.Modified, "deleted": dp.Files.Deleted})
-	j := &Journal{Op: "deploy", RequestID: req.ID, Project: *p, Releases: []string{rel.ID}, Phase: events.StepBackup, StartedAt: now}
-	if err := ps.writeJournal(j); err != nil {
-		return nil, fmt.Errorf("write the deploy journal: %w", err)
-	}
-	spec := composeSpec(p)
-	timer := stepTimer{s: s, rel: rel}
-
-	// Backup: production is untouched until it is complete.
-	timer.start(events.StepBackup)
-	rep.Progress(events.StepBackup, fmt.Sprintf("backing up %d files and the services' images", dp.Files.Modified+dp.Files.Deleted), -1, -1)
-	s.pause(ctx, events.StepBackup)
-	if err := s.backup(ctx, ps, p, spec, fp, rel); err != nil {
-		_ = os.RemoveAll(ps.releaseDir(rel.ID))
-		_ = ps.clearJournal()
-		return nil, err
-	}
-	timer.stop()
-
-	steps := []struct {
-		name string
-		run  func() error
-	}{
-		{events.StepSync, func() error {
-			total := len(fp.Added) + len(fp.Modified) + len(fp.Deleted)
-			every := max(1, total/20)
-			return filesync.Apply(ctx, dp.Workspace, p.Production, fp, func(done, total int) {
-				if done == 1 {
-					s.pause(ctx, events.StepSync) // mid-sync: the crash tests' hardest case
-				}
-				if done%every == 0 || done == total {
-					rep.Progress(events.StepSync, "copying files", done, total)
-				}
-			})
-		}},
-		{events.StepPull, func() error {
-			if dp.Strategy != "registry" {
-				return nil
-			}
-			rep.Progress(events.StepPull, "docker compose pull", -1, -1)
-			s.pause(ctx, events.StepPull)
-			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, s.output(p, rep, events.StepPull), "pull")
-		}},
-		{events.StepBuild, func() error {
-			if !dp.NeedsBuild {
-				return nil
-			}
-			rep.Progress(events.StepBuild, "docker compose build", -1, -1)
-			s.pause(ctx, events.StepBuild)
-			return s.Composer.Compose(ctx, spec, events.CodeBuildFailed, s.output(p, rep, events.StepBuild), "build")
-		}},
-		{events.StepUp, func() error {
-			rep.Progress(events.StepUp, "docker compose up", -1, -1)
-			s.pause(ctx, events.StepUp)
-			return s.Composer.Compose(ctx, spec, events.CodeHealthFailed, s.output(p, rep, events.StepUp), s.upArgs(false)...)
-		}},
-	}
-	for _, st := range steps {
-		if (st.name == events.StepPull && dp.Strategy != "registry") || (st.name == events.StepBuild && !dp.NeedsBuild) {
-			continue
-		}
-		j.Phase = st.name
-		if err := ps.writeJournal(j); err != nil {
-			return s.failDeploy(ctx, req, ps, j, rel, rep, fmt.Errorf("write the deploy journal: %w", err), nil)
-		}
-		timer.start(st.name)
-		err := st.run()
-		timer.stop()
-		if err != nil {
-			return s.failDeploy(ctx, req, ps, j, rel, rep, err, nil)
+// plannedSteps lists the steps a deploy of dp runs, for its plan.
+func (op *operation) plannedSteps(dp *DeployPlan) []string {
+	r := &opRun{deployPlan: dp}
+	out := []string{events.StepLock}
+	for _, st := range op.steps {
+		if st.skip == nil || !st.skip(r) {
+			out = append(out, st.name)
 		}
 	}
-	j.Phase = events.StepVerify
-	if err := ps.writeJournal(j); err != nil {
-		return s.failDeploy(ctx, req, ps, j, rel, rep, err, nil)
-	}
-	timer.start(events.StepVerify)
-	rep.Progress(events.StepVerify, "waiting for the services to be up", 0, len(p.Services))
-	s.pause(ctx, events.StepVerify)
-	health, fail, err := s.verify(ctx, p, nil, rep)
-	timer.stop()
-	if err == nil && fail != nil {
-		err = fail.Error()
-	}
-	if err != nil {
-		return s.failDeploy(ctx, req, ps, j, rel, rep, err, fail)
-	}
-
-	// Success: the manifest records what Berth now owns in production.
-	man, err := ps.manifest()
-	if err == nil && dp.Strategy == "copy" {
-		if err = writeJSON(filepath.Join(ps.releaseDir(rel.ID), "manifest.before.json"), man); err == nil {
-			man.Apply(fp)
-			err = man.Save(ps.manifestPath())
-		}
-	}
-	if err != nil {
-		return s.failDeploy(ctx, req, ps, j, rel, rep, fmt.Errorf("save the deploy manifest: %w", err), nil)
-	}
-	fin := s.Now().UTC()
-	rel.Status, rel.FinishedAt = ReleaseOK, &fin
-	if err := ps.saveRelease(rel); err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot record the release")
-	}
-	_ = ps.clearJournal()
-	_ = s.Store.InvalidateStatus(context.WithoutCancel(ctx), p.Name)
-	s.pruneReleases(ctx, ps, p)
-	req.Note("steps_ms", rel.Steps)
-	return &DeployResult{Release: rel.ID, Changed: true, Files: dp.Files, Services: health, StepsMS: rel.Steps}, nil
+	return out
 }
 
-// backup copies what the sync will overwrite or delete, saves the manifest
-// as it was, and tags each service's current image so it survives prunes.
-func (s *Service) backup(ctx context.Context, ps projectState, p *berth.Project, spec berth.ComposeSpec, fp *filesync.Plan, rel *Release) error {
-	dir := ps.releaseDir(rel.ID)
-	if err := filesync.Backup(ctx, p.Production, fp, dir); err != nil {
-		return err
+// upToDate answers a copy deploy with nothing to copy: there is nothing
+// to do, and it says which services are not up, since start brings them up.
+func (s *Service) upToDate(ctx context.Context, p *berth.Project, pl *plan) (any, bool) {
+	dp := deployPlanOf(pl)
+	if dp.Strategy != "copy" || dp.Files.Added+dp.Files.Modified+dp.Files.Deleted > 0 {
+		return nil, false
 	}
-	man, err := ps.manifest()
-	if err != nil {
-		return err
+	res := &DeployResult{Changed: false, Files: dp.Files, Message: "production is up to date with the workspace: nothing to deploy"}
+	if down, err := s.servicesNotUp(ctx, p); err == nil && len(down) > 0 {
+		res.NotUp = down
+		res.Message += fmt.Sprintf("; but %d services are not up (%s): send start to bring them up", len(down), strings.Join(down, ", "))
 	}
-	if err := writeJSON(filepath.Join(dir, "manifest.before.json"), man); err != nil {
-		return err
-	}
-	refs, err := s.Composer.ComposeImages(ctx, spec)
+	return res, true
+}
+
+// beginDeploy makes the release a confirmed deploy creates.
+func beginDeploy(r *opRun, pl *plan) error {
+	dp := deployPlanOf(pl)
+	r.deployPlan, r.files = dp, pl.state.(*filesync.Plan)
+	now := r.s.Now().UTC()
+	r.rel = &state.Release{ID: newReleaseID(now, r.j.RequestID), RequestID: r.j.RequestID, User: r.j.User, Confirmer: r.j.Confirmer,
+		Strategy: dp.Strategy, Workspace: dp.Workspace, CreatedAt: now, Status: state.ReleasePending, Files: dp.Files}
+	r.j.Release = r.rel.ID
+	r.note("release", r.rel.ID)
+	r.note("files", map[string]int{"added": dp.Files.Added, "modified": dp.Files.Modified, "deleted": dp.Files.Deleted})
+	return nil
+}
+
+func strategyIsNot(strategy string) func(*opRun) bool {
+	return func(r *opRun) bool { return r.deployPlan.Strategy != strategy }
+}
+
+func noBuild(r *opRun) bool { return !r.deployPlan.NeedsBuild }
+
+func stepTitle(title string) func(*opRun) string { return func(*opRun) string { return title } }
+
+func backupTitle(r *opRun) string {
+	return fmt.Sprintf("backing up %d files and the services' images", r.deployPlan.Files.Modified+r.deployPlan.Files.Deleted)
+}
+
+func syncTitle(r *opRun) string {
+	f := r.deployPlan.Files
+	return fmt.Sprintf("copying %d files, deleting %d", f.Added+f.Modified, f.Deleted)
+}
+
+func verifyTitle(r *opRun) string { return "waiting for the services to be up" }
+
+// backup copies what the sync will overwrite or delete, and tags each
+// service's current image so that it survives prunes. The release's
+// record names the tags before they are made, so an undo of a backup cut
+// short knows what to remove.
+func backup(ctx context.Context, r *opRun) error {
+	s, p, rel := r.s, r.project(), r.rel
+	model, err := s.Engine.ComposeModel(ctx, r.spec())
 	if err != nil {
 		return err
 	}
@@ -268,131 +210,240 @@ func (s *Service) backup(ctx context.Context, ps projectState, p *berth.Project,
 	if err != nil {
 		return err
 	}
-	rel.Images = map[string]ReleaseImage{}
-	for svc, ref := range refs {
-		var id string
-		for _, c := range cs {
-			if c.Service == svc && c.ImageID != "" {
-				id = c.ImageID
-				break
-			}
+	rel.Images = map[string]state.ReleaseImage{}
+	for _, svc := range model.ServiceNames() {
+		ref := model.Services[svc].Image
+		id := ""
+		if c := firstContainer(cs, svc); c != nil {
+			id = c.ImageID
 		}
 		if id == "" {
 			if id, err = s.Composer.ImageID(ctx, ref); err != nil {
 				continue // never built yet: nothing to go back to
 			}
 		}
-		tag := backupTag(p.ComposeProject, svc, rel.ID)
-		if err := s.Composer.TagImage(ctx, id, tag); err != nil {
-			return err
-		}
-		rel.Images[svc] = ReleaseImage{Ref: ref, PreviousID: id, BackupTag: tag}
+		rel.Images[svc] = state.ReleaseImage{Ref: ref, PreviousID: id, BackupTag: backupTag(p.ComposeProject, svc, rel.ID)}
 	}
-	return ps.saveRelease(rel)
-}
-
-// failDeploy rolls a failed deploy back and reports the failure.
-func (s *Service) failDeploy(ctx context.Context, req *Request, ps projectState, j *Journal, rel *Release, rep Reporter, cause error, fail *FailureDetails) (any, error) {
-	e := events.AsError(cause)
-	if ctx.Err() != nil && e.Code == events.CodeInternal {
-		e = events.Errorf(events.CodeTimeout, "the deploy was interrupted: %v", context.Cause(ctx)).
-			WithHint("production was rolled back; deploy again")
-	}
-	zerolog.Ctx(ctx).Warn().Str("code", string(e.Code)).Str("error", e.Message).Msg("deploy failed; rolling back")
-	// The rollback must finish even when the deploy's context ended.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.Config.VerifyTimeout+5*time.Minute)
-	defer cancel()
-	if fail == nil && e.Code == events.CodeHealthFailed {
-		// compose up --wait saw it first: find out which service and why,
-		// before the rollback replaces its container.
-		fail = s.diagnose(rctx, &j.Project)
-		if fail != nil {
-			e.With("service", fail.Service)
-		}
-	}
-	e.Message = s.redact(&j.Project, e.Message)
-	rel.Error = e.Message
-	res := &DeployResult{Release: rel.ID, Changed: false, Files: rel.Files, RolledBack: true, Failure: fail, StepsMS: rel.Steps}
-	if out, ok := e.Data["output"].([]string); ok {
-		res.Output = s.redactAll(&j.Project, append([]string(nil), out...))
-		delete(e.Data, "output") // in data.output, redacted
-	}
-	rep.Progress(events.StepRollback, "rolling back: "+e.Message, -1, -1)
-	if err := s.undo(rctx, ps, j, []*Release{rel}, rep); err != nil {
-		res.RolledBack = false
-		return res, events.Errorf(e.Code, "%s; the automatic rollback failed too: %v", e.Message, err).
-			WithHint("production may be inconsistent: check status and logs, then roll back or deploy again")
-	}
-	rel.Status = ReleaseRolledBack
-	_ = ps.saveRelease(rel)
-	req.Note("rolled_back", true)
-	e.With("rolled_back", true)
-	if e.Hint == "" {
-		e.Hint = "production was rolled back to the previous release; fix the cause and deploy again"
-	} else {
-		e.Hint += "; production was rolled back to the previous release"
-	}
-	return res, e
-}
-
-// undo rolls production back over releases (newest first): files from
-// their backups, the manifest from before the oldest, the services' images
-// re-tagged to what they were, then up and verify. It is idempotent, so a
-// worker that stops during it runs it again on start.
-func (s *Service) undo(ctx context.Context, ps projectState, j *Journal, rels []*Release, rep Reporter) error {
-	j.Phase = events.StepRollback
-	if err := ps.writeJournal(j); err != nil {
+	if err := s.State.SaveRelease(r.prod(), rel); err != nil {
 		return err
 	}
-	s.pause(ctx, events.StepRollback)
-	p := &j.Project
-	for i, rel := range rels {
-		rep.Progress(events.StepRollback, "restoring the files of release "+rel.ID, i+1, len(rels))
-		if err := filesync.Restore(ctx, p.Production, ps.releaseDir(rel.ID)); err != nil {
-			return fmt.Errorf("restore files of %s: %w", rel.ID, err)
-		}
-	}
-	oldest := rels[len(rels)-1]
-	var man filesync.Manifest
-	if err := readJSON(filepath.Join(ps.releaseDir(oldest.ID), "manifest.before.json"), &man); err == nil {
-		if err := man.Save(ps.manifestPath()); err != nil {
+	for _, img := range rel.Images {
+		if err := s.Composer.TagImage(ctx, img.PreviousID, img.BackupTag); err != nil {
 			return err
 		}
 	}
-	for _, img := range oldest.Images {
-		if err := s.Composer.TagImage(ctx, img.BackupTag, img.Ref); err != nil {
+	files := r.files
+	if files == nil {
+		files = &filesync.Plan{}
+	}
+	if err := filesync.Backup(ctx, p.Production, files, s.State.ReleaseDir(r.prod(), rel.ID)); err != nil {
+		return err
+	}
+	man, err := s.State.Manifest(r.prod())
+	if err != nil {
+		return err
+	}
+	if err := s.State.SaveReleaseManifest(r.prod(), rel.ID, man); err != nil {
+		return err
+	}
+	rel.BackedUp = true
+	return s.State.SaveRelease(r.prod(), rel)
+}
+
+// dropIncompleteBackup removes a backup that was cut short, with the
+// image tags it made; a complete one stays as the failed release's record.
+func dropIncompleteBackup(ctx context.Context, r *opRun) error {
+	if r.rel != nil && backedUp(r.rel) {
+		return nil
+	}
+	if r.rel != nil {
+		for _, img := range r.rel.Images {
+			if err := r.s.Composer.RemoveImage(ctx, img.BackupTag); err != nil && events.ErrorCode(err) != events.CodeConflict {
+				return err
+			}
+		}
+	}
+	r.rel = nil
+	return r.s.State.RemoveRelease(r.prod(), r.j.Release)
+}
+
+// backedUp reports whether a release's backup is complete (releases of
+// an earlier Berth did not say, and were complete once recorded).
+func backedUp(rel *state.Release) bool { return rel.BackedUp || rel.Status != state.ReleasePending }
+
+func syncFiles(ctx context.Context, r *opRun) error {
+	total := len(r.files.Added) + len(r.files.Modified) + len(r.files.Deleted)
+	every := max(1, total/20)
+	return filesync.Apply(ctx, r.deployPlan.Workspace, r.prod(), r.files, func(done, total int) {
+		if done == 1 {
+			r.s.pause(ctx, events.StepSync) // mid-sync: the crash tests' hardest case
+		}
+		if done%every == 0 || done == total {
+			r.progress(events.StepSync, "copying files", done, total)
+		}
+	})
+}
+
+// restoreFiles puts production's files back from the release's backup,
+// and the manifest as it was before the release.
+func restoreFiles(ctx context.Context, r *opRun) error {
+	if r.rel == nil || !backedUp(r.rel) {
+		return nil
+	}
+	return r.s.restoreRelease(ctx, r.prod(), r.rel)
+}
+
+// restoreRelease puts back the files a release changed and the manifest
+// before it.
+func (s *Service) restoreRelease(ctx context.Context, prod string, rel *state.Release) error {
+	if err := filesync.Restore(ctx, prod, s.State.ReleaseDir(prod, rel.ID)); err != nil {
+		return fmt.Errorf("restore the files of release %s: %w", rel.ID, err)
+	}
+	man, err := s.State.ReleaseManifest(prod, rel.ID)
+	if err != nil {
+		return err
+	}
+	return s.State.SaveManifest(prod, man)
+}
+
+func pullImages(ctx context.Context, r *opRun) error {
+	return r.s.Composer.Compose(ctx, r.spec(), events.CodeBuildFailed, r.s.output(r.project(), r.rep, events.StepPull), "pull")
+}
+
+func buildImages(ctx context.Context, r *opRun) error {
+	return r.s.Composer.Compose(ctx, r.spec(), events.CodeBuildFailed, r.s.output(r.project(), r.rep, events.StepBuild), "build")
+}
+
+// restoreImages points each service's image reference back at the image
+// it had before the release (a build or pull moved it; so may a build a
+// stopped worker left running, which undo stopped first).
+func restoreImages(ctx context.Context, r *opRun) error {
+	if r.rel == nil {
+		return nil
+	}
+	return r.s.retagImages(ctx, r.rel)
+}
+
+func (s *Service) retagImages(ctx context.Context, rel *state.Release) error {
+	for _, svc := range sortedKeys(rel.Images) {
+		img := rel.Images[svc]
+		if id, err := s.Composer.ImageID(ctx, img.Ref); err == nil && id == img.PreviousID {
+			continue
+		}
+		if err := s.Composer.TagImage(ctx, img.PreviousID, img.Ref); err != nil {
 			return fmt.Errorf("re-tag %s: %w", img.Ref, err)
 		}
 	}
-	rep.Progress(events.StepRollback, "docker compose up with the previous images", -1, -1)
-	if err := s.Composer.Compose(ctx, composeSpec(p), events.CodeHealthFailed, s.output(p, rep, events.StepRollback), s.upArgs(true)...); err != nil {
+	return nil
+}
+
+// upRelease recreates what changed, removes the containers of services
+// the compose files no longer have, and starts the one-shots. It does not
+// wait: verifyRelease judges what is up.
+func upRelease(ctx context.Context, r *opRun) error {
+	s := r.s
+	model, err := s.Engine.ComposeModel(ctx, r.spec())
+	if err != nil {
 		return err
 	}
-	_, fail, err := s.verify(ctx, p, nil, rep)
+	r.model = model
+	return s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(r.project(), r.rep, events.StepUp), "up", "-d", "--remove-orphans")
+}
+
+// upPreviousRelease brings the project up as the undone steps left its
+// files and images, removes what the failed release added, and verifies
+// it, reporting as the rollback's.
+func upPreviousRelease(ctx context.Context, r *opRun) error {
+	s, p := r.s, r.project()
+	r.progress(events.StepRollback, "docker compose up with the previous release", -1, -1)
+	model, err := s.Engine.ComposeModel(ctx, r.spec())
+	if err != nil {
+		return err
+	}
+	if err := s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(p, r.rep, events.StepRollback), "up", "-d", "--no-build", "--remove-orphans"); err != nil {
+		return err
+	}
+	s.syncServices(ctx, p, model)
+	_, fail, err := s.verify(ctx, p, model, nil, events.StepRollback, r.rep)
 	if err != nil {
 		return err
 	}
 	if fail != nil {
-		return fail.Error()
+		return &unhealthyAfterUndo{fail}
 	}
-	_ = s.Store.InvalidateStatus(ctx, p.Name)
-	return ps.clearJournal()
+	return s.checkImages(ctx, p, r.rel)
 }
 
-// upArgs are the arguments of `docker compose up`: wait for health
-// within the verify timeout; after a rollback, never build.
-func (s *Service) upArgs(noBuild bool) []string {
-	args := []string{"up", "-d", "--wait", "--wait-timeout", strconv.Itoa(int(s.Config.VerifyTimeout / time.Second))}
-	if noBuild {
-		args = append(args, "--no-build")
+// checkImages makes sure that after an undo each service of rel runs the
+// image it ran before the release, and its reference points at it.
+func (s *Service) checkImages(ctx context.Context, p *berth.Project, rel *state.Release) error {
+	if rel == nil {
+		return nil
 	}
-	return args
+	if err := s.retagImages(ctx, rel); err != nil {
+		return err
+	}
+	cs, err := s.Engine.Containers(ctx, p.ComposeProject)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if img, ok := rel.Images[c.Service]; ok && c.ImageID != img.PreviousID {
+			return events.Errorf(events.CodeInternal, "container %s runs image %s, not %s as before the release", c.Name, shortImageID(c.ImageID), shortImageID(img.PreviousID)).
+				WithHint("run rollback, or deploy again")
+		}
+	}
+	return nil
+}
+
+// recordRelease records a verified deploy: the manifest of what Berth now
+// owns in production, the release, the services.
+func recordRelease(ctx context.Context, r *opRun) (any, error) {
+	s, p, rel := r.s, r.project(), r.rel
+	if rel.Strategy == "copy" {
+		man, err := s.State.Manifest(r.prod())
+		if err != nil {
+			return nil, err
+		}
+		man.Apply(r.files)
+		if err := s.State.SaveManifest(r.prod(), man); err != nil {
+			return nil, fmt.Errorf("save the deploy manifest: %w", err)
+		}
+	}
+	fin := s.Now().UTC()
+	rel.Status, rel.FinishedAt, rel.Steps = state.ReleaseOK, &fin, r.j.StepsMS
+	if err := s.State.SaveRelease(r.prod(), rel); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot record the release")
+	}
+	s.syncServices(ctx, p, r.model)
+	s.pruneReleases(ctx, p)
+	r.note("steps_ms", rel.Steps)
+	return &DeployResult{Release: rel.ID, Changed: true, Files: rel.Files, Services: r.health, StepsMS: rel.Steps}, nil
+}
+
+func deployFailure(r *opRun) any {
+	res := &DeployResult{Files: r.deployPlanFiles(), Failure: r.failure, StepsMS: r.j.StepsMS, Output: r.output,
+		RolledBack: r.j.Undoing && !r.handedOff, RollbackPending: r.handedOff}
+	if r.rel != nil {
+		res.Release = r.rel.ID
+	}
+	return res
+}
+
+func (r *opRun) deployPlanFiles() filesync.PlanSummary {
+	switch {
+	case r.deployPlan != nil:
+		return r.deployPlan.Files
+	case r.rel != nil:
+		return r.rel.Files
+	}
+	return filesync.PlanSummary{}
 }
 
 // pruneReleases keeps the newest KeepReleases releases, removing older
 // backups and their image tags.
-func (s *Service) pruneReleases(ctx context.Context, ps projectState, p *berth.Project) {
-	rels, err := ps.releases()
+func (s *Service) pruneReleases(ctx context.Context, p *berth.Project) {
+	rels, err := s.State.Releases(p.Production)
 	if err != nil || len(rels) <= s.Config.KeepReleases {
 		return
 	}
@@ -402,7 +453,7 @@ func (s *Service) pruneReleases(ctx context.Context, ps projectState, p *berth.P
 				zerolog.Ctx(ctx).Warn().Err(err).Str("tag", img.BackupTag).Msg("cannot remove an old release's image tag")
 			}
 		}
-		if err := os.RemoveAll(ps.releaseDir(r.ID)); err != nil {
+		if err := s.State.RemoveRelease(p.Production, r.ID); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Str("release", r.ID).Msg("cannot remove an old release")
 		}
 	}
@@ -411,17 +462,6 @@ func (s *Service) pruneReleases(ctx context.Context, ps projectState, p *berth.P
 func composeSpec(p *berth.Project) berth.ComposeSpec {
 	return berth.ComposeSpec{Dir: p.Production, Files: p.ComposeFiles, Project: p.ComposeProject}
 }
-
-// stepTimer measures the steps of a release.
-type stepTimer struct {
-	s     *Service
-	rel   *Release
-	name  string
-	begin time.Time
-}
-
-func (t *stepTimer) start(name string) { t.name, t.begin = name, t.s.Now() }
-func (t *stepTimer) stop()             { t.rel.Steps[t.name] = t.s.Now().Sub(t.begin).Milliseconds() }
 
 // planSymlink plans a deploy of a project whose production directory links
 // to the workspace: nothing to copy; rebuild, recreate, verify. The digest
@@ -432,8 +472,8 @@ func (s *Service) planSymlink(ctx context.Context, p *berth.Project) (*plan, err
 		return nil, events.Errorf(events.CodeBadRequest, "cannot read the workspace %s: %v", p.Workspace, err).
 			WithHint("check the workspace's permissions")
 	}
-	dp := &DeployPlan{Strategy: "symlink", Workspace: p.Workspace, Production: p.Production, NeedsBuild: true,
-		Steps: []string{events.StepLock, events.StepBackup, events.StepBuild, events.StepUp, events.StepVerify}}
+	dp := &DeployPlan{Strategy: "symlink", Workspace: p.Workspace, Production: p.Production, NeedsBuild: true}
+	dp.Steps = deployOp.plannedSteps(dp)
 	return &plan{Data: dp, Digest: "symlink:" + digest, state: &filesync.Plan{}}, nil
 }
 
@@ -447,11 +487,11 @@ type RegistryPlan struct {
 // pull, recreate, verify. The digest covers the compose files' contents
 // and the image references.
 func (s *Service) planRegistry(ctx context.Context, p *berth.Project) (*plan, error) {
-	spec := composeSpec(p)
-	images, err := s.Composer.ComposeImages(ctx, spec)
+	model, err := s.Engine.ComposeModel(ctx, composeSpec(p))
 	if err != nil {
 		return nil, err
 	}
+	images := model.Images()
 	h := sha256.New()
 	root, err := os.OpenRoot(p.Production)
 	if err != nil {
@@ -465,16 +505,11 @@ func (s *Service) planRegistry(ctx context.Context, p *berth.Project) (*plan, er
 		}
 		fmt.Fprintf(h, "%s\x00%x\n", f, sha256.Sum256(b))
 	}
-	svcs := make([]string, 0, len(images))
-	for svc := range images {
-		svcs = append(svcs, svc)
-	}
-	slices.Sort(svcs)
-	for _, svc := range svcs {
+	for _, svc := range sortedKeys(images) {
 		fmt.Fprintf(h, "%s=%s\n", svc, images[svc])
 	}
-	rp := &RegistryPlan{DeployPlan: DeployPlan{Strategy: "registry", Workspace: p.Workspace, Production: p.Production,
-		Steps: []string{events.StepLock, events.StepBackup, events.StepPull, events.StepUp, events.StepVerify}}, Images: images}
+	rp := &RegistryPlan{DeployPlan: DeployPlan{Strategy: "registry", Workspace: p.Workspace, Production: p.Production}, Images: images}
+	rp.Steps = deployOp.plannedSteps(&rp.DeployPlan)
 	return &plan{Data: rp, Digest: "registry:" + hex.EncodeToString(h.Sum(nil)), state: &filesync.Plan{}}, nil
 }
 
@@ -487,4 +522,22 @@ func deployPlanOf(pl *plan) *DeployPlan {
 		return d
 	}
 	panic(fmt.Sprintf("handlers: not a deploy plan: %T", pl.Data))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func firstContainer(cs []berth.Container, svc string) *berth.Container {
+	for i := range cs {
+		if cs[i].Service == svc {
+			return &cs[i]
+		}
+	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/redact"
+	"github.com/berth-ops/berth/state"
 )
 
 // Config holds the settings the handlers apply.
@@ -31,16 +32,20 @@ type Config struct {
 	MaxFollow time.Duration
 	// HistoryLimit caps the entries history returns.
 	HistoryLimit int
-	// StateDir holds releases, manifests and journals of deploys.
-	StateDir string
 	// ConfirmTTL is how long a confirmation token is valid.
 	ConfirmTTL time.Duration
 	// MaxPendingConfirmations caps a user's pending confirmations.
 	MaxPendingConfirmations int
 	// LockLease is the lease of a project lock, extended while work runs.
 	LockLease time.Duration
-	// VerifyTimeout bounds waiting for services to become healthy.
+	// VerifyTimeout bounds waiting for services to become healthy (a
+	// healthcheck that needs longer, start_period + interval × retries,
+	// gets that).
 	VerifyTimeout time.Duration
+	// UndoWait is how long a failed operation retries its undo while the
+	// engine or the store does not answer, before it answers its request
+	// and leaves the undo to the worker's recovery loop.
+	UndoWait time.Duration
 	// Stabilize is how long a service without a healthcheck must keep
 	// running, with an unchanged restart count, to count as up.
 	Stabilize time.Duration
@@ -63,6 +68,7 @@ func (c *Config) setDefaults() {
 	c.MaxPendingConfirmations = cmp.Or(c.MaxPendingConfirmations, 10)
 	c.LockLease = cmp.Or(c.LockLease, 30*time.Second)
 	c.VerifyTimeout = cmp.Or(c.VerifyTimeout, 90*time.Second)
+	c.UndoWait = cmp.Or(c.UndoWait, 60*time.Second)
 	c.Stabilize = cmp.Or(c.Stabilize, 3*time.Second)
 	c.KeepReleases = cmp.Or(c.KeepReleases, 5)
 }
@@ -74,11 +80,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("root %q must be an absolute, clean path", r)
 		}
 	}
-	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
-		return fmt.Errorf("state dir %q must be absolute", c.StateDir)
-	}
 	if c.StatusTTL < 0 || c.MaxTail < 0 || c.MaxFollow < 0 || c.HistoryLimit < 0 || c.ConfirmTTL < 0 ||
-		c.LockLease < 0 || c.VerifyTimeout < 0 || c.Stabilize < 0 || c.KeepReleases < 0 {
+		c.LockLease < 0 || c.VerifyTimeout < 0 || c.UndoWait < 0 || c.Stabilize < 0 || c.KeepReleases < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}
 	return nil
@@ -91,11 +94,13 @@ type Service struct {
 	Engine berth.Engine
 	Config Config
 	Now    func() time.Time
-	// Confirms, Locks and Composer serve the mutations (restart, deploy,
-	// rollback); without them those actions are not registered.
+	// Confirms, Locks, Composer and State serve the mutations (restart,
+	// deploy, rollback, start, stop); without them those actions are not
+	// registered.
 	Confirms berth.Confirmations
 	Locks    berth.Locks
 	Composer berth.Composer
+	State    state.Store
 	// Redactor masks secrets in log lines and command output; nil passes
 	// text through.
 	Redactor *redact.Filter
@@ -107,6 +112,8 @@ type Service struct {
 	// gens counts the container events seen per project, so that a status
 	// read from Docker before an event is not cached after it.
 	gens statusGens
+	// ops are the production directories an operation runs on here.
+	ops activeOps
 }
 
 // statusGens is a generation counter per project, and one for all of them,
@@ -155,10 +162,12 @@ func (s *Service) Register(m *Mux) {
 	m.Handle(events.ActionStatus, HandlerFunc(s.Status))
 	m.Handle(events.ActionLogs, HandlerFunc(s.Logs))
 	m.Handle(events.ActionHistory, HandlerFunc(s.History))
-	if s.Confirms != nil && s.Locks != nil && s.Composer != nil {
+	if s.Confirms != nil && s.Locks != nil && s.Composer != nil && s.State != nil {
 		m.Handle(events.ActionRestart, HandlerFunc(s.Restart))
 		m.Handle(events.ActionDeploy, HandlerFunc(s.Deploy))
 		m.Handle(events.ActionRollback, HandlerFunc(s.Rollback))
+		m.Handle(events.ActionStart, HandlerFunc(s.Start))
+		m.Handle(events.ActionStop, HandlerFunc(s.Stop))
 	}
 }
 

@@ -554,6 +554,11 @@ func (r *run) Log(lines []events.LogLine) error {
 // finish publishes the result, stores it in the request record, sends it
 // to reply_to, and decides the delivery's fate.
 func (r *run) finish(ctx context.Context, data any, herr error) Decision {
+	// A request is answered even when its context ended (the worker is
+	// stopping and its grace period is over): storing, publishing and
+	// acknowledging the result get a time of their own.
+	ctx, cancel := FinishContext(ctx)
+	defer cancel()
 	dur := r.d.now().Sub(r.start).Milliseconds()
 	ok := herr == nil
 	var raw json.RawMessage
@@ -658,7 +663,18 @@ func (r *run) audit(ctx context.Context, ok bool, e *events.Error, dur int64) {
 	}
 }
 
+// FinishTimeout bounds the storing, publishing and acknowledging of a
+// request's result, which go on after the request's context ended.
+const FinishTimeout = 15 * time.Second
+
+// FinishContext is ctx without its cancellation, bounded by FinishTimeout.
+func FinishContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), FinishTimeout)
+}
+
 func (r *run) republish(ctx context.Context, body []byte) Decision {
+	ctx, cancel := FinishContext(ctx)
+	defer cancel()
 	var ev events.Event
 	if err := json.Unmarshal(body, &ev); err != nil {
 		return r.finish(ctx, nil, fmt.Errorf("stored result is unreadable: %w", err))

@@ -176,10 +176,13 @@ func (m *memStore) History(_ context.Context, p string, n int) ([]berth.HistoryE
 type fakeEngine struct {
 	containers []berth.Container
 	services   []string
-	lines      []events.LogLine
-	err        error
-	calls      int
-	lastLogs   berth.LogOptions
+	// model, when set, is what ComposeModel answers; else a model of
+	// services.
+	model    *berth.ComposeModel
+	lines    []events.LogLine
+	err      error
+	calls    int
+	lastLogs berth.LogOptions
 	// onContainers, when set, runs during each Containers call.
 	onContainers func()
 }
@@ -194,8 +197,18 @@ func (f *fakeEngine) Containers(context.Context, string) ([]berth.Container, err
 	}
 	return f.containers, f.err
 }
-func (f *fakeEngine) ComposeServices(context.Context, string, []string, string) ([]string, error) {
-	return f.services, f.err
+func (f *fakeEngine) ComposeModel(context.Context, berth.ComposeSpec) (*berth.ComposeModel, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	if f.model != nil {
+		return f.model, nil
+	}
+	m := &berth.ComposeModel{Services: map[string]berth.ComposeService{}}
+	for _, svc := range f.services {
+		m.Services[svc] = berth.ComposeService{Name: svc, Image: "app-" + svc, Replicas: 1}
+	}
+	return m, nil
 }
 func (f *fakeEngine) Logs(_ context.Context, _ string, o berth.LogOptions, fn func(events.LogLine) error) error {
 	f.lastLogs = o

@@ -14,9 +14,33 @@ import (
 	"github.com/berth-ops/berth/events"
 )
 
+// Restart restarts a project's services (or some of them) after
+// confirmation, then verifies they are up, and reports each one's time to
+// up and the downtime.
+func (s *Service) Restart(ctx context.Context, req *Request, rep Reporter) (any, error) {
+	return s.mutate(ctx, req, rep, restartMutation)
+}
+
+var restartMutation = &mutation{op: restartOp, confirm: true, plan: (*Service).planRestart, begin: beginServices}
+
+// restartOp restarts containers and verifies them. A worker that stops
+// during the restart leaves the next one to start what is stopped (not to
+// restart again), then verify.
+var restartOp = &operation{
+	name:      events.ActionRestart,
+	onFailure: finishSteps,
+	steps: []step{
+		{name: events.StepRestart, title: servicesTitle("restarting"), do: composeOnServices("restart"), resume: composeOnServices("start")},
+		{name: events.StepVerify, title: verifyTitle, do: verifyServices},
+	},
+	finish: recordRestart,
+	failed: opFailure,
+}
+
 // RestartArgs are the arguments of restart.
 type RestartArgs struct {
-	// Services to restart; default: every service of the project.
+	// Services to restart; default: the services meant to keep running
+	// (not the one-shots, nor a service whose container finished).
 	Services []string `json:"services,omitempty"`
 }
 
@@ -43,59 +67,20 @@ type RestartResult struct {
 // project was measured.
 const defaultRestartEstimate = 10 * time.Second
 
-// Restart restarts a project's services (or some of them) after
-// confirmation, then verifies they are up, and reports each one's time to
-// healthy.
-func (s *Service) Restart(ctx context.Context, req *Request, rep Reporter) (any, error) {
-	return s.twoPhase(ctx, req, rep, mutation{plan: s.planRestart, run: func(ctx context.Context, p *berth.Project, args json.RawMessage, pl *plan, rep Reporter) (any, error) {
-		rp := pl.Data.(*RestartPlan)
-		req.Note("services", rp.Services)
-		rep.Progress(events.StepUp, "restarting "+strings.Join(rp.Services, ", "), -1, -1)
-		s.pause(ctx, events.StepUp)
-		start := s.Now()
-		spec := berth.ComposeSpec{Dir: p.Production, Files: p.ComposeFiles, Project: p.ComposeProject}
-		err := s.Composer.Compose(ctx, spec, events.CodeHealthFailed, s.output(p, rep, events.StepUp), append([]string{"restart"}, rp.Services...)...)
-		_ = s.Store.InvalidateStatus(context.WithoutCancel(ctx), p.Name)
-		if err != nil {
-			return nil, err
-		}
-		rep.Progress(events.StepVerify, "waiting for the services to be up", 0, len(rp.Services))
-		s.pause(ctx, events.StepVerify)
-		health, fail, err := s.verify(ctx, p, rp.Services, rep)
-		if err != nil {
-			return nil, err
-		}
-		if fail != nil {
-			return map[string]any{"failure": fail}, fail.Error()
-		}
-		down := s.Now().Sub(start)
-		req.Note("downtime_s", down.Seconds())
-		return &RestartResult{Services: health, DowntimeS: down.Seconds()}, nil
-	}})
-}
-
 func (s *Service) planRestart(ctx context.Context, p *berth.Project, raw json.RawMessage) (*plan, error) {
 	var a RestartArgs
 	if err := events.DecodeArgs(raw, &a); err != nil {
 		return nil, err
 	}
-	services := a.Services
-	if len(services) == 0 {
-		services = slices.Clone(p.Services)
-	}
-	for _, svc := range services {
-		if !slices.Contains(p.Services, svc) {
-			return nil, events.Errorf(events.CodeBadRequest, "service %q is not part of project %s", svc, p.Name).
-				WithHint("pick from: " + strings.Join(p.Services, ", "))
-		}
-	}
-	slices.Sort(services)
-	services = slices.Compact(services)
 	cs, err := s.Engine.Containers(ctx, p.ComposeProject)
 	if err != nil {
 		return nil, err
 	}
-	rp := &RestartPlan{Services: services, Steps: []string{events.StepUp, events.StepVerify}, Containers: []string{}}
+	_, services, err := s.serviceScope(ctx, p, a.Services, func(m *berth.ComposeModel) []string { return keptRunning(m, cs) })
+	if err != nil {
+		return nil, err
+	}
+	rp := &RestartPlan{Services: services, Steps: []string{events.StepLock, events.StepRestart, events.StepVerify}, Containers: []string{}}
 	h := sha256.New()
 	for _, c := range cs {
 		if slices.Contains(services, c.Service) {
@@ -105,10 +90,99 @@ func (s *Service) planRestart(ctx context.Context, p *berth.Project, raw json.Ra
 	}
 	if len(rp.Containers) == 0 {
 		return nil, events.Errorf(events.CodeNotFound, "no containers to restart for %s", strings.Join(services, ", ")).
-			WithHint("the services are not created; deploy the project first")
+			WithHint("the services are not created: send start (or deploy) to create them")
 	}
 	rp.DowntimeEstimateS, rp.EstimateSource = s.restartEstimate(ctx, p.Name)
-	return &plan{Data: rp, Digest: hex.EncodeToString(h.Sum(nil))}, nil
+	return &plan{Data: rp, Digest: hex.EncodeToString(h.Sum(nil)), state: services}, nil
+}
+
+// beginServices puts the services a restart, start or stop acts on in
+// its journal.
+func beginServices(r *opRun, pl *plan) error {
+	r.j.Services = pl.state.([]string)
+	r.note("services", r.j.Services)
+	return nil
+}
+
+func servicesTitle(verb string) func(*opRun) string {
+	return func(r *opRun) string { return verb + " " + strings.Join(r.j.Services, ", ") }
+}
+
+// composeOnServices returns a step that runs `docker compose <verb>
+// <services>`; it reads the compose model first, for verify.
+func composeOnServices(verb string, flags ...string) func(context.Context, *opRun) error {
+	return func(ctx context.Context, r *opRun) error {
+		s := r.s
+		model, err := s.Engine.ComposeModel(ctx, r.spec())
+		if err != nil {
+			return err
+		}
+		r.model = model
+		args := append(append([]string{verb}, flags...), r.j.Services...)
+		return s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(r.project(), r.rep, r.j.Current()), args...)
+	}
+}
+
+// verifyServices waits until the run's services (a deploy's and a
+// rollback's: all of them) are up, as verify judges them.
+func verifyServices(ctx context.Context, r *opRun) error {
+	health, fail, err := r.s.verify(ctx, r.project(), r.model, r.j.Services, events.StepVerify, r.rep)
+	if err != nil {
+		return err
+	}
+	if fail != nil {
+		r.failure = fail
+		return fail.Error()
+	}
+	r.health = health
+	return nil
+}
+
+func recordRestart(ctx context.Context, r *opRun) (any, error) {
+	down := time.Duration(r.j.StepsMS[events.StepRestart]+r.j.StepsMS[events.StepVerify]) * time.Millisecond
+	r.note("downtime_s", down.Seconds())
+	return &RestartResult{Services: r.health, DowntimeS: down.Seconds()}, nil
+}
+
+// serviceScope reads the compose model and checks the services a command
+// names; none named means def(model).
+func (s *Service) serviceScope(ctx context.Context, p *berth.Project, named []string, def func(*berth.ComposeModel) []string) (*berth.ComposeModel, []string, error) {
+	model, err := s.Engine.ComposeModel(ctx, composeSpec(p))
+	if err != nil {
+		return nil, nil, err
+	}
+	services := slices.Clone(named)
+	if len(services) == 0 {
+		services = def(model)
+	}
+	for _, svc := range services {
+		if _, ok := model.Services[svc]; !ok {
+			return nil, nil, events.Errorf(events.CodeBadRequest, "service %q is not part of project %s", svc, p.Name).
+				With("services", model.ServiceNames()).
+				WithHint("pick from: " + strings.Join(model.ServiceNames(), ", "))
+		}
+	}
+	slices.Sort(services)
+	return model, slices.Compact(services), nil
+}
+
+// keptRunning are the services meant to keep running: those that must
+// (a healthcheck, a restart policy), and those that may finish but run
+// now. A one-shot (or any service whose container finished) is left out:
+// a restart would run it again.
+func keptRunning(m *berth.ComposeModel, cs []berth.Container) []string {
+	var out []string
+	for _, svc := range m.ServiceNames() {
+		switch m.Completion(svc) {
+		case berth.Runs:
+			out = append(out, svc)
+		case berth.MayFinish:
+			if slices.ContainsFunc(containersOf(cs, svc), func(c berth.Container) bool { return c.State == "running" }) {
+				out = append(out, svc)
+			}
+		}
+	}
+	return out
 }
 
 // restartEstimate is the last measured restart downtime from history.

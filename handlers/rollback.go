@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/rs/zerolog"
+
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/state"
 )
 
 // RollbackArgs are the arguments of rollback.
@@ -54,29 +57,98 @@ type RollbackResult struct {
 // Rollback returns production to an earlier release after confirmation:
 // the files and the images the services ran, then verifies.
 func (s *Service) Rollback(ctx context.Context, req *Request, rep Reporter) (any, error) {
-	if req.Resumed && req.Confirm != "" {
-		if data, err, ok := s.resumedRollback(ctx, req); ok {
-			return data, err
+	return s.mutate(ctx, req, rep, rollbackMutation)
+}
+
+var rollbackMutation = &mutation{op: rollbackOp, confirm: true, plan: (*Service).planRollback, begin: beginRollback}
+
+// rollbackOp returns production to the release before the ones it undoes.
+// Each step can run twice, so a worker that stops during it leaves the
+// next one to finish it.
+var rollbackOp = &operation{
+	name:      events.ActionRollback,
+	onFailure: finishSteps,
+	steps: []step{
+		{name: events.StepRollback, title: rollbackTitle, do: restoreReleases},
+		{name: events.StepUp, title: stepTitle("docker compose up with the restored files and images"), do: upRestored},
+		{name: events.StepVerify, title: verifyTitle, do: verifyServices},
+	},
+	finish: recordRollback,
+	failed: opFailure,
+}
+
+func beginRollback(r *opRun, pl *plan) error {
+	r.rels = pl.state.([]*state.Release)
+	for _, rel := range r.rels {
+		r.j.Releases = append(r.j.Releases, rel.ID)
+	}
+	r.note("reverted", r.j.Releases)
+	return nil
+}
+
+func rollbackTitle(r *opRun) string {
+	return fmt.Sprintf("restoring the files and images from before %s", strings.Join(r.j.Releases, ", "))
+}
+
+// restoreReleases puts back, newest first, the files each release
+// changed, then the manifest and the images from before the oldest.
+func restoreReleases(ctx context.Context, r *opRun) error {
+	for i, rel := range r.rels {
+		r.progress(events.StepRollback, "restoring the files of release "+rel.ID, i+1, len(r.rels))
+		if err := r.s.restoreRelease(ctx, r.prod(), rel); err != nil {
+			return err
 		}
 	}
-	return s.twoPhase(ctx, req, rep, mutation{plan: s.planRollback, run: func(ctx context.Context, p *berth.Project, _ json.RawMessage, pl *plan, rep Reporter) (any, error) {
-		rp, rels := pl.Data.(*RollbackPlan), pl.state.([]*Release)
-		ps := s.state(p.Name)
-		j := &Journal{Op: "rollback", RequestID: req.ID, Project: *p, StartedAt: s.Now().UTC()}
-		for _, r := range rels {
-			j.Releases = append(j.Releases, r.ID)
+	if len(r.rels) == 0 {
+		return nil
+	}
+	return r.s.retagImages(ctx, r.rels[len(r.rels)-1])
+}
+
+// upRestored recreates the services from the restored files and images,
+// without building, and removes those the undone releases added.
+func upRestored(ctx context.Context, r *opRun) error {
+	s := r.s
+	model, err := s.Engine.ComposeModel(ctx, r.spec())
+	if err != nil {
+		return err
+	}
+	r.model = model
+	return s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(r.project(), r.rep, events.StepUp), "up", "-d", "--no-build", "--remove-orphans")
+}
+
+func recordRollback(ctx context.Context, r *opRun) (any, error) {
+	s := r.s
+	now := s.Now().UTC()
+	for _, rel := range r.rels {
+		rel.Status, rel.RevertedBy, rel.FinishedAt = state.ReleaseReverted, r.j.RequestID, &now
+		if err := s.State.SaveRelease(r.prod(), rel); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("release", rel.ID).Msg("cannot record the reverted release")
 		}
-		req.Note("reverted", j.Releases)
-		if err := s.undo(ctx, ps, j, rels, rep); err != nil {
-			return nil, err
+	}
+	s.syncServices(ctx, r.project(), r.model)
+	target := ""
+	if rels, err := s.State.Releases(r.prod()); err == nil {
+		for _, rel := range rels {
+			if rel.Status == state.ReleaseOK {
+				target = rel.ID
+				break
+			}
 		}
-		now := s.Now().UTC()
-		for _, r := range rels {
-			r.Status, r.RevertedBy, r.FinishedAt = ReleaseReverted, req.ID, &now
-			_ = ps.saveRelease(r)
-		}
-		return &RollbackResult{Reverted: j.Releases, Target: rp.Target}, nil
-	}})
+	}
+	return &RollbackResult{Reverted: r.j.Releases, Target: target, Services: r.health}, nil
+}
+
+// OpFailure is the data of a failed restart, start, stop or rollback:
+// the failing service and Compose's last lines.
+type OpFailure struct {
+	Failure *FailureDetails  `json:"failure,omitempty"`
+	Output  []string         `json:"output,omitempty"`
+	StepsMS map[string]int64 `json:"steps_ms,omitempty"`
+}
+
+func opFailure(r *opRun) any {
+	return &OpFailure{Failure: r.failure, Output: r.output, StepsMS: r.j.StepsMS}
 }
 
 func (s *Service) planRollback(ctx context.Context, p *berth.Project, raw json.RawMessage) (*plan, error) {
@@ -84,13 +156,13 @@ func (s *Service) planRollback(ctx context.Context, p *berth.Project, raw json.R
 	if err := events.DecodeArgs(raw, &a); err != nil {
 		return nil, err
 	}
-	all, err := s.state(p.Name).releases()
+	all, err := s.State.Releases(p.Production)
 	if err != nil {
 		return nil, err
 	}
-	var live []*Release // deployed and not undone, newest first
+	var live []*state.Release // deployed and not undone, newest first
 	for _, r := range all {
-		if r.Status == ReleaseOK {
+		if r.Status == state.ReleaseOK {
 			live = append(live, r)
 		}
 	}
@@ -137,32 +209,6 @@ func (s *Service) planRollback(ctx context.Context, p *berth.Project, raw json.R
 		rp.Images[svc] = img.Ref + " → " + shortImageID(img.PreviousID)
 	}
 	return &plan{Data: rp, Digest: hex.EncodeToString(h.Sum(nil)), state: undo}, nil
-}
-
-// resumedRollback answers a redelivered rollback whose first attempt
-// stopped with the worker.
-func (s *Service) resumedRollback(ctx context.Context, req *Request) (any, error, bool) {
-	ps := s.state(req.Project)
-	if j, err := ps.journal(); err == nil && j.RequestID == req.ID {
-		if err := s.recoverOne(ctx, ps, j, nopReporter{}); err != nil {
-			return nil, events.Errorf(events.CodeInternal, "the rollback was interrupted and could not be finished yet: %v", err).
-				WithHint("check the worker log and the project's status"), true
-		}
-	}
-	rels, err := ps.releases()
-	if err != nil {
-		return nil, nil, false
-	}
-	var reverted []string
-	for _, r := range rels {
-		if r.RevertedBy == req.ID {
-			reverted = append(reverted, r.ID)
-		}
-	}
-	if len(reverted) == 0 {
-		return nil, nil, false
-	}
-	return &RollbackResult{Reverted: reverted}, nil, true
 }
 
 func shortImageID(id string) string {

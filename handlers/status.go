@@ -224,18 +224,18 @@ func FormatPort(p berth.Port) string {
 
 // behind diffs the workspace against production with the deploy's engine.
 func (s *Service) behind(ctx context.Context, p *berth.Project) *Behind {
-	if (p.Strategy != "" && p.Strategy != "copy") || s.Config.StateDir == "" || p.Workspace == p.Production {
+	if (p.Strategy != "" && p.Strategy != "copy") || s.State == nil || p.Workspace == p.Production {
 		return nil
 	}
 	rules, err := filesync.LoadRules(p.Workspace)
 	if err != nil {
 		return nil
 	}
-	man, err := s.state(p.Name).manifest()
+	man, err := s.State.Manifest(p.Production)
 	if err != nil {
 		return nil
 	}
-	fp, err := s.diff(ctx, p.Name, p.Workspace, p.Production, man, rules)
+	fp, err := s.diff(ctx, p.Workspace, p.Production, man, rules)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot compare the workspace with production")
 		return nil

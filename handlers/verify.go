@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -17,8 +18,13 @@ type ServiceHealth struct {
 	Container string `json:"container,omitempty"`
 	State     string `json:"state"`
 	Health    string `json:"health,omitempty"`
+	// ReadyBy says how the service counted as up: "healthy" (its
+	// healthcheck passed), "stable" (running unchanged for the
+	// stabilisation window), "completed" (a one-shot that exited 0) or
+	// "scaled to 0".
+	ReadyBy string `json:"ready_by"`
 	// ReadyAfterMS is the time from the start of verification until the
-	// service counted as up (healthy, or stable without a healthcheck).
+	// service counted as up.
 	ReadyAfterMS int64 `json:"ready_after_ms"`
 }
 
@@ -34,17 +40,31 @@ type FailureDetails struct {
 	LastLogs  []string `json:"last_logs,omitempty"`
 }
 
-// verify waits until every service in scope is up: healthy when it has a
-// healthcheck; otherwise running with an unchanged restart count for the
-// stabilisation window; a one-shot service that exited 0 is up too.
-// baseline holds restart counts taken before the operation (per
-// container name); services with no entry are taken at first sight.
-func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, rep Reporter) ([]ServiceHealth, *FailureDetails, error) {
+// verify waits until every service of model in scope (default: all of
+// them) is up, judged by what the compose files declare of it (see
+// berth.Completion):
+//   - a service with a healthcheck must be healthy;
+//   - a one-shot (the target of a service_completed_successfully, or
+//     labelled berth.one-shot) must have exited 0;
+//   - any other service must run with an unchanged restart count for the
+//     stabilisation window, and may instead have exited 0 when its restart
+//     policy lets it (no, on-failure).
+//
+// A container that exits non-zero, turns unhealthy or restarts fails it
+// at once, with its health-check output and last log lines. The deadline
+// is the worker's verify timeout, or longer when a healthcheck needs
+// more (start_period + interval × retries). Progress events go out under
+// step (verify, or rollback when an undo verifies).
+func (s *Service) verify(ctx context.Context, p *berth.Project, model *berth.ComposeModel, scope []string, step string, rep Reporter) ([]ServiceHealth, *FailureDetails, error) {
 	if len(scope) == 0 {
-		scope = p.Services
+		scope = model.ServiceNames()
 	}
 	start := s.Now()
-	deadline := start.Add(s.Config.VerifyTimeout)
+	timeout := s.Config.VerifyTimeout
+	for _, svc := range scope {
+		timeout = max(timeout, model.Services[svc].HealthTimeout+10*time.Second)
+	}
+	deadline := start.Add(timeout)
 	ready := map[string]ServiceHealth{}
 	firstSeen := map[string]int{} // restart count per container at first sight
 	stableSince := map[string]time.Time{}
@@ -62,8 +82,13 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 			if _, ok := ready[svc]; ok {
 				continue
 			}
+			completion := model.Completion(svc)
 			mine := containersOf(cs, svc)
 			if len(mine) == 0 {
+				if sd, ok := model.Services[svc]; ok && sd.Replicas == 0 {
+					ready[svc] = ServiceHealth{Service: svc, State: "none", ReadyBy: "scaled to 0", ReadyAfterMS: now.Sub(start).Milliseconds()}
+					continue
+				}
 				pending++
 				if now.After(deadline) {
 					return nil, &FailureDetails{Service: svc, State: "missing", Reason: "no container was created"}, nil
@@ -71,13 +96,15 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 				continue
 			}
 			allUp := true
+			readyBy := ""
 			for _, c := range mine {
-				up, fail := containerUp(c, now, window, firstSeen, stableSince)
+				by, fail := containerUp(c, completion, now, window, firstSeen, stableSince)
 				if fail != "" {
 					return nil, s.failure(ctx, p, c, fail), nil
 				}
-				allUp = allUp && up
-				if since, ok := stableSince[c.Name]; ok && !up {
+				allUp = allUp && by != ""
+				readyBy = cmp.Or(readyBy, by)
+				if since, ok := stableSince[c.Name]; ok && by == "" {
 					if d := since.Add(window).Sub(now); d > 0 && d < next {
 						next = max(d, 5*time.Millisecond)
 					}
@@ -85,15 +112,19 @@ func (s *Service) verify(ctx context.Context, p *berth.Project, scope []string, 
 			}
 			if allUp {
 				c := mine[0]
-				ready[svc] = ServiceHealth{Service: svc, Container: c.Name, State: c.State, Health: c.Health,
+				ready[svc] = ServiceHealth{Service: svc, Container: c.Name, State: c.State, Health: c.Health, ReadyBy: readyBy,
 					ReadyAfterMS: now.Sub(start).Milliseconds()}
-				rep.Progress(events.StepVerify, fmt.Sprintf("%s is up (%s)", svc, describe(c)), len(ready), len(scope))
+				rep.Progress(step, fmt.Sprintf("%s is up (%s)", svc, describeReady(c, readyBy)), len(ready), len(scope))
 				continue
 			}
 			pending++
 			if now.After(deadline) {
 				c := mine[0]
-				return nil, s.failure(ctx, p, c, fmt.Sprintf("not up after %s (%s)", s.Config.VerifyTimeout, describe(c))), nil
+				why := fmt.Sprintf("not up after %s (%s)", timeout, describe(c))
+				if completion == berth.Finishes && c.State == "running" {
+					why = fmt.Sprintf("a one-shot service still running after %s: it must finish (exit 0)", timeout)
+				}
+				return nil, s.failure(ctx, p, c, why), nil
 			}
 		}
 		if pending == 0 {
@@ -123,27 +154,32 @@ func (s *Service) stabilize(p *berth.Project) time.Duration {
 	return s.Config.Stabilize
 }
 
-// containerUp says whether c counts as up, or why it failed; window is the
-// time it must have run unchanged when it has no healthcheck.
-func containerUp(c berth.Container, now time.Time, window time.Duration, firstSeen map[string]int, stableSince map[string]time.Time) (bool, string) {
+// containerUp says how c counts as up ("" while it does not yet), or why
+// it failed; completion is what its service is expected to do, window the
+// time it must run unchanged without a healthcheck.
+func containerUp(c berth.Container, completion berth.Completion, now time.Time, window time.Duration, firstSeen map[string]int, stableSince map[string]time.Time) (string, string) {
 	if _, ok := firstSeen[c.Name]; !ok {
 		firstSeen[c.Name] = c.RestartCount
 	}
 	switch {
 	case c.Health == "unhealthy":
-		return false, "health check failing"
+		return "", "health check failing"
 	case c.Health == "healthy":
-		return true, ""
-	case c.Health == "starting":
-		return false, ""
-	case c.State == "exited" && c.ExitCode == 0 && (c.OneShot || c.RestartCount == firstSeen[c.Name]):
-		return true, ""
+		return "healthy", ""
+	case c.State == "exited" && c.ExitCode == 0 && (completion != berth.Runs || c.OneShot):
+		return "completed", ""
+	case c.State == "exited" && c.ExitCode == 0:
+		return "", "exited with code 0, but it is a long-running service (it has a healthcheck or a restart policy that keeps it running)"
 	case c.State == "exited" || c.State == "dead":
-		return false, fmt.Sprintf("exited with code %d", c.ExitCode)
+		return "", fmt.Sprintf("exited with code %d", c.ExitCode)
+	case c.Health == "starting":
+		return "", ""
 	case c.State != "running":
-		return false, ""
+		return "", ""
 	case c.RestartCount != firstSeen[c.Name]:
-		return false, fmt.Sprintf("restarted %d times while being verified", c.RestartCount-firstSeen[c.Name])
+		return "", fmt.Sprintf("restarted %d times while being verified", c.RestartCount-firstSeen[c.Name])
+	case completion == berth.Finishes:
+		return "", "" // a one-shot counts once it has exited 0
 	}
 	since, ok := stableSince[c.Name]
 	if !ok {
@@ -153,7 +189,20 @@ func containerUp(c berth.Container, now time.Time, window time.Duration, firstSe
 		}
 		stableSince[c.Name] = since
 	}
-	return now.Sub(since) >= window, ""
+	if now.Sub(since) >= window {
+		return "stable", ""
+	}
+	return "", ""
+}
+
+func describeReady(c berth.Container, by string) string {
+	switch by {
+	case "completed":
+		return "one-shot, exited 0"
+	case "stable":
+		return "running, stable"
+	}
+	return describe(c)
 }
 
 // failure gathers what a user needs to see why c failed: its health-check
@@ -200,8 +249,9 @@ func describe(c berth.Container) string {
 	return c.State
 }
 
-// diagnose finds the first service that is not up and says why.
-func (s *Service) diagnose(ctx context.Context, p *berth.Project) *FailureDetails {
+// diagnose finds the first service that is not up and says why: an
+// unhealthy container, one that exited non-zero, one still starting.
+func (s *Service) diagnose(ctx context.Context, p *berth.Project, model *berth.ComposeModel) *FailureDetails {
 	cs, err := s.Engine.Containers(ctx, p.ComposeProject)
 	if err != nil {
 		return nil
@@ -210,8 +260,14 @@ func (s *Service) diagnose(ctx context.Context, p *berth.Project) *FailureDetail
 		func(c berth.Container) bool { return c.Health == "unhealthy" },
 		func(c berth.Container) bool { return c.State == "exited" && c.ExitCode != 0 },
 		func(c berth.Container) bool { return c.State == "restarting" || c.Health == "starting" },
+		func(c berth.Container) bool { return c.State == "created" },
 	} {
 		for _, c := range cs {
+			if model != nil {
+				if _, ok := model.Services[c.Service]; !ok {
+					continue // an orphan the up did not get to remove
+				}
+			}
 			if want(c) {
 				return s.failure(ctx, p, c, describe(c))
 			}

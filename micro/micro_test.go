@@ -41,8 +41,9 @@ func (e *fakeEngine) Containers(_ context.Context, project string) ([]berth.Cont
 	}, nil
 }
 
-func (e *fakeEngine) ComposeServices(context.Context, string, []string, string) ([]string, error) {
-	return []string{"web", "worker"}, nil
+func (e *fakeEngine) ComposeModel(context.Context, berth.ComposeSpec) (*berth.ComposeModel, error) {
+	return &berth.ComposeModel{Services: map[string]berth.ComposeService{
+		"web": {Name: "web", Replicas: 1}, "worker": {Name: "worker", Replicas: 1}}}, nil
 }
 
 func (e *fakeEngine) Logs(_ context.Context, _ string, opts berth.LogOptions, fn func(events.LogLine) error) error {

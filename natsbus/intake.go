@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -77,8 +78,8 @@ func (in *Intake) Run(ctx context.Context) error {
 	}
 	// Work outlives ctx by the grace period, so a shutdown lets a
 	// running deploy finish instead of cutting it.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
 
 	sub, err := in.nc.QueueSubscribe(in.cfg.Topology.Subjects.AllCommands(), "berth-unknown-actions", func(m *nats.Msg) {
 		in.unknownAction(workCtx, m)
@@ -126,7 +127,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		in.log.Info().Msg("intake stopped; in-flight work finished")
 	case <-time.After(in.cfg.Grace):
 		in.log.Warn().Dur("grace", in.cfg.Grace).Msg("grace period over: cancelling in-flight work")
-		cancelWork()
+		cancelWork(fmt.Errorf("the worker is stopping and its grace period (%s) ran out", in.cfg.Grace))
 		<-done
 	}
 	return nil
@@ -284,6 +285,10 @@ func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
 		o.Redelivery()
 	}
 	dec := in.disp.Process(ctx, del)
+	// The answer is out: settle the message even when the work's context
+	// ended meanwhile.
+	ctx, cancel := handlers.FinishContext(ctx)
+	defer cancel()
 	var err error
 	switch dec.Verdict {
 	case handlers.Ack:

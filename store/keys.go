@@ -1,5 +1,10 @@
 package store
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // DefaultPrefix is the prefix of every key when Config.Prefix is empty.
 const DefaultPrefix = "berth:"
 
@@ -15,6 +20,8 @@ const DefaultPrefix = "berth:"
 //	<prefix>confirm:<token>                 string, JSON of berth.Confirmation, with a TTL
 //	<prefix>confirm:<p>:<action>:<user>     string, the token of the latest pending confirmation of the triple, with a TTL
 //	<prefix>pending:<user>                  sorted set of the user's pending tokens, scored by expiry (unix ms), with a TTL
+//	<prefix>claim:production:<h>            string, the project that owns a production directory (h: SHA-256 of its path)
+//	<prefix>claim:compose:<name>            string, the project that owns a compose project name
 //	<prefix>lock:<p>                        hash of a project's mutation lock, with the lease as TTL:
 //	                                        field owner (the lease owner), field info (JSON of berth.LockInfo)
 //
@@ -63,6 +70,17 @@ func (k Keys) ConfirmFor(project, action, user string) string {
 // PendingFor is the key of the sorted set of a user's pending confirmation
 // tokens, scored by their expiry in unix milliseconds.
 func (k Keys) PendingFor(user string) string { return k.prefix + "pending:" + user }
+
+// ClaimProduction is the key naming the project that owns a production
+// directory (absolute, clean).
+func (k Keys) ClaimProduction(dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return k.prefix + "claim:production:" + hex.EncodeToString(sum[:])
+}
+
+// ClaimCompose is the key naming the project that owns a compose project
+// name.
+func (k Keys) ClaimCompose(name string) string { return k.prefix + "claim:compose:" + name }
 
 // Lock is the key of a project's operation lock.
 func (k Keys) Lock(project string) string { return k.prefix + "lock:" + project }

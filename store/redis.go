@@ -202,8 +202,36 @@ func projectNotFound(name string) error {
 	return notFound("configure it with config.set", "project %q is not configured", name)
 }
 
+// putProjectScript stores a project's config and claims its production
+// directory and compose project, unless another project claims either;
+// it frees the claims of the project's former directory and name.
+//
+// KEYS: project:<p>, projects, claim:production:<dir>, claim:compose:<name>,
+// then the project's former claim keys. ARGV: name, config JSON.
+// It returns the other project's name, or nil when it stored the config.
+var putProjectScript = redis.NewScript(`
+for i = 3, 4 do
+	local holder = redis.call('GET', KEYS[i])
+	if holder and holder ~= ARGV[1] then
+		return holder
+	end
+end
+for i = 5, #KEYS do
+	if KEYS[i] ~= KEYS[3] and KEYS[i] ~= KEYS[4] and redis.call('GET', KEYS[i]) == ARGV[1] then
+		redis.call('DEL', KEYS[i])
+	end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[4], ARGV[1])
+return false
+`)
+
 // PutProject creates or replaces a project's config and adds it to the set
-// of projects, atomically.
+// of projects, atomically. A production directory and a compose project
+// belong to one project: when another project has p's, PutProject stores
+// nothing and returns CodeConflict naming it.
 func (s *Store) PutProject(ctx context.Context, p *berth.Project) error {
 	if p == nil || p.Name == "" {
 		return events.Errorf(events.CodeBadRequest, "a project needs a name")
@@ -212,32 +240,57 @@ func (s *Store) PutProject(ctx context.Context, p *berth.Project) error {
 	if err != nil {
 		return events.Errorf(events.CodeInternal, "encode project %q: %v", p.Name, err)
 	}
-	_, err = s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.Set(ctx, s.keys.Project(p.Name), b, 0)
-		pipe.SAdd(ctx, s.keys.Projects(), p.Name)
+	keys := []string{s.keys.Project(p.Name), s.keys.Projects(), s.keys.ClaimProduction(p.Production), s.keys.ClaimCompose(p.ComposeProject)}
+	if old, err := s.GetProject(ctx, p.Name); err == nil {
+		keys = append(keys, s.keys.ClaimProduction(old.Production), s.keys.ClaimCompose(old.ComposeProject))
+	} else if events.ErrorCode(err) != events.CodeNotFound {
+		return err
+	}
+	holder, err := putProjectScript.Run(ctx, s.rdb, keys, p.Name, b).Text()
+	switch {
+	case errors.Is(err, redis.Nil):
 		return nil
-	})
-	if err != nil {
+	case err != nil:
 		return s.fail("put project "+p.Name, err)
 	}
-	return nil
+	return events.Errorf(events.CodeConflict, "project %s already manages production directory %s or compose project %s", holder, p.Production, p.ComposeProject).
+		With("project", holder).
+		WithHint(fmt.Sprintf("a production directory and a compose project belong to one project: give %s its own, or delete %s first", p.Name, holder))
 }
 
+// deleteProjectScript removes a project's config and status cache, the
+// project from the set, and the claims that are its.
+//
+// KEYS: project:<p>, status:<p>, projects, then its claim keys. ARGV: name.
+// It returns how many config keys it deleted (0 or 1).
+var deleteProjectScript = redis.NewScript(`
+local n = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+for i = 4, #KEYS do
+	if redis.call('GET', KEYS[i]) == ARGV[1] then
+		redis.call('DEL', KEYS[i])
+	end
+end
+return n
+`)
+
 // DeleteProject removes a project's config and status cache, and the project
-// from the set of projects, atomically; its history stays. Deleting a
-// missing project returns CodeNotFound.
+// from the set of projects, atomically, freeing its production directory
+// and compose project; its history stays. Deleting a missing project
+// returns CodeNotFound.
 func (s *Store) DeleteProject(ctx context.Context, name string) error {
-	var del *redis.IntCmd
-	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		del = pipe.Del(ctx, s.keys.Project(name))
-		pipe.Del(ctx, s.keys.Status(name))
-		pipe.SRem(ctx, s.keys.Projects(), name)
-		return nil
-	})
+	keys := []string{s.keys.Project(name), s.keys.Status(name), s.keys.Projects()}
+	if old, err := s.GetProject(ctx, name); err == nil {
+		keys = append(keys, s.keys.ClaimProduction(old.Production), s.keys.ClaimCompose(old.ComposeProject))
+	} else if events.ErrorCode(err) != events.CodeNotFound {
+		return err
+	}
+	n, err := deleteProjectScript.Run(ctx, s.rdb, keys, name).Int()
 	if err != nil {
 		return s.fail("delete project "+name, err)
 	}
-	if del.Val() == 0 {
+	if n == 0 {
 		return notFound("list the configured projects with config.get",
 			"project %q is not configured", name)
 	}

@@ -24,6 +24,8 @@ var actionArgKeys = map[string][]string{
 	events.ActionRestart:      {"services"},
 	events.ActionDeploy:       {"workspace"},
 	events.ActionRollback:     {"to"},
+	events.ActionStart:        {"services"},
+	events.ActionStop:         {"services"},
 }
 
 // fileFlags take a file name: the completion offers files.

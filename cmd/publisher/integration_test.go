@@ -222,7 +222,7 @@ func TestRunUsage(t *testing.T) {
 	var out, errw bytes.Buffer
 	code := run(t.Context(), []string{"stauts", "po"}, &out, &errw)
 	if code != exitUsage || !strings.Contains(errw.String(), `unknown action "stauts"`) ||
-		!strings.Contains(errw.String(), "status, logs, restart, deploy, rollback, history") {
+		!strings.Contains(errw.String(), "status, logs, restart, deploy, rollback, start, stop, history") {
 		t.Fatalf("exit %d, stderr %q", code, errw.String())
 	}
 	out.Reset()

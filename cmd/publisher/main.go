@@ -335,11 +335,11 @@ func signSecret(sec secretFlags, getenv func(string) string) ([]byte, error) {
 }
 
 // defaultTimeoutFor is the result timeout of action when --timeout is not
-// given: 15m for deploy, restart and rollback; follow_s + 30s for logs that
+// given: 15m for deploy, restart, rollback, start and stop; follow_s + 30s for logs that
 // follow; 60s otherwise.
 func defaultTimeoutFor(action string, args json.RawMessage) time.Duration {
 	switch action {
-	case events.ActionDeploy, events.ActionRestart, events.ActionRollback:
+	case events.ActionDeploy, events.ActionRestart, events.ActionRollback, events.ActionStart, events.ActionStop:
 		return slowActionTimeout
 	case events.ActionLogs:
 		var a struct {

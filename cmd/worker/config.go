@@ -54,6 +54,7 @@ type Config struct {
 
 	ConfirmTTL    time.Duration
 	VerifyTimeout time.Duration
+	UndoWait      time.Duration
 	Stabilize     time.Duration
 	KeepReleases  int
 	// TestPauseAt and TestPauseFor pause mutations at a step: a hook for
@@ -98,6 +99,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("BERTH_HTTP_ADDR", "127.0.0.1:9090"), `host:port of the HTTP server for /metrics, /healthz and /readyz; "" or "off" disables it`)
 	fs.DurationVar(&c.ConfirmTTL, "confirm-ttl", envDuration(getenv, "BERTH_CONFIRM_TTL", 5*time.Minute), "how long a confirmation token is valid")
 	fs.DurationVar(&c.VerifyTimeout, "verify-timeout", envDuration(getenv, "BERTH_VERIFY_TIMEOUT", 90*time.Second), "how long services may take to become healthy after a mutation")
+	fs.DurationVar(&c.UndoWait, "undo-wait", envDuration(getenv, "BERTH_UNDO_WAIT", 60*time.Second), "how long a failed deploy retries its rollback while Docker or Redis does not answer, before it answers and leaves the rollback to the worker's recovery loop")
 	fs.DurationVar(&c.Stabilize, "stabilize", envDuration(getenv, "BERTH_STABILIZE", 3*time.Second), "how long a service without healthcheck must run unchanged to count as up")
 	fs.IntVar(&c.KeepReleases, "keep-releases", envInt(getenv, "BERTH_KEEP_RELEASES", 5), "releases (file backups and image tags) kept per project")
 	fs.StringVar(&c.TestPauseAt, "test-pause-at", getenv("BERTH_TEST_PAUSE_AT"), "")
@@ -204,6 +206,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConfirmTTL < time.Second || c.VerifyTimeout < time.Second {
 		errs = append(errs, errors.New("--confirm-ttl and --verify-timeout must be at least 1s"))
+	}
+	if c.UndoWait < 0 {
+		errs = append(errs, errors.New("--undo-wait must not be negative"))
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, errors.New("--ack-wait must be at least 1s"))

@@ -77,6 +77,9 @@ func TestCrashRecovery(t *testing.T) {
 			if st.Summary.Running != 2 || st.Summary.Healthy != 1 {
 				t.Fatalf("services after recovery: %+v", st.Summary)
 			}
+			// No journal, a free lock (also after a stop during the backup),
+			// images that match the containers.
+			checkSettled(t, h, d, "po")
 			time.Sleep(h.cfg.AckWait + time.Second)
 			if n := h.storedResults("po", id); n != 1 {
 				t.Fatalf("%d results stored for the request, want exactly 1", n)

@@ -239,6 +239,10 @@ func prepareHostileRoot(t *testing.T, dir string) {
 	must(os.Symlink("loop", filepath.Join(dir, "loop")))
 	must(os.Mkdir(filepath.Join(dir, "ws"), 0o755))
 	must(os.WriteFile(filepath.Join(dir, "file.txt"), []byte("not a directory\n"), 0o644))
+	// A production directory of its own for the cases that configure a
+	// second project (one directory belongs to one project).
+	must(os.Mkdir(filepath.Join(dir, "pc-prod"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "pc-prod", "compose.yml"), []byte("services:\n  app:\n    image: pc-app:latest\n"), 0o644))
 	must(os.Mkdir(filepath.Join(dir, "prod-evil"), 0o755))
 	must(os.Symlink("/etc/passwd", filepath.Join(dir, "prod-evil", "compose.yml")))
 	must(os.Symlink("/etc/passwd", filepath.Join(dir, "prod-evil", "evil.yml")))

@@ -32,7 +32,16 @@ type deployable struct {
 
 func setupDeployable(t *testing.T, h *harness, project string, extraConfig map[string]any) *deployable {
 	t.Helper()
-	sample := testenv.SampleApp(t)
+	return setupFixture(t, h, project, testenv.SampleFixture, extraConfig)
+}
+
+// setupFixture brings up a fixture's sample project as a project with a
+// separate workspace (a copy of production without its production-only
+// files), adds production-only files Berth must never touch, and
+// configures it.
+func setupFixture(t *testing.T, h *harness, project string, fx testenv.Fixture, extraConfig map[string]any) *deployable {
+	t.Helper()
+	sample := testenv.SampleApp(t, testenv.WithFixture(fx))
 	ws := filepath.Join(t.TempDir(), "workspace")
 	copyTree(t, sample.Dir, ws)
 	d := &deployable{sample: sample, ws: ws, untouched: map[string]string{
@@ -40,6 +49,12 @@ func setupDeployable(t *testing.T, h *harness, project string, extraConfig map[s
 		"data/db.txt":    "precious data\n",
 		"data/sub/x.bin": "\x00\x01binary",
 	}}
+	for _, rel := range fx.ProductionOnly() {
+		if err := os.RemoveAll(filepath.Join(ws, rel)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = os.Remove(filepath.Join(ws, "data"))
 	for rel, content := range d.untouched {
 		p := filepath.Join(sample.Dir, rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -49,7 +64,12 @@ func setupDeployable(t *testing.T, h *harness, project string, extraConfig map[s
 			t.Fatal(err)
 		}
 	}
-	cfg := map[string]any{"workspace": ws, "production": sample.Dir, "compose_project": sample.Project}
+	for _, rel := range fx.ProductionOnly() {
+		if _, ok := d.untouched[rel]; !ok {
+			d.untouched[rel] = readFile(t, filepath.Join(sample.Dir, rel))
+		}
+	}
+	cfg := map[string]any{"workspace": ws, "production": sample.Dir, "compose_project": sample.Project, "compose_files": sample.Files}
 	for k, v := range extraConfig {
 		cfg[k] = v
 	}

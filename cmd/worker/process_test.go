@@ -20,7 +20,11 @@ var workerBinary = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "worker")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	args := []string{"build", "-o", bin}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		return "", &buildError{out: string(out), err: err}
 	}
@@ -87,6 +91,9 @@ func (h *harness) startProcessEnv(env []string, extra ...string) *proc {
 	h.t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
+		if strings.Contains(p.output(), "WARNING: DATA RACE") {
+			h.t.Errorf("the worker process reported a data race")
+		}
 		if h.t.Failed() {
 			h.t.Logf("worker process output:\n%s", p.output())
 		}

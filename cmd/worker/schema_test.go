@@ -395,6 +395,8 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 		{"args/restart.json", "", handlers.RestartArgs{}},
 		{"args/deploy.json", "", handlers.DeployArgs{}},
 		{"args/rollback.json", "", handlers.RollbackArgs{}},
+		{"args/start.json", "", handlers.StartArgs{}},
+		{"args/stop.json", "", handlers.StopArgs{}},
 		{"data/status.json", "", handlers.StatusReport{}},
 		{"data/status.json", "/$defs/service", handlers.ServiceStatus{}},
 		{"data/status.json", "/properties/summary", handlers.StatusSummary{}},

@@ -23,6 +23,7 @@ import (
 	"github.com/berth-ops/berth/micro"
 	"github.com/berth-ops/berth/natsbus"
 	"github.com/berth-ops/berth/redact"
+	"github.com/berth-ops/berth/state"
 	"github.com/berth-ops/berth/store"
 )
 
@@ -52,6 +53,10 @@ type Worker struct {
 	// container events; watchDone is closed when it has returned.
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+	// stopRecovery ends the loop that finishes interrupted operations;
+	// recoveryDone is closed when it has returned.
+	stopRecovery context.CancelFunc
+	recoveryDone chan struct{}
 	// HTTPAddr is the address the HTTP server listens on, or "".
 	HTTPAddr string
 	// NATSURL is the NATS URL the worker is connected to.
@@ -110,20 +115,24 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	w.startHTTP(cfg.HTTPAddr)
 
 	svc, err := handlers.NewService(w.store, w.engine, handlers.Config{
-		Admins: cfg.Admins, Roots: cfg.Roots, StatusTTL: cfg.StatusTTL, StateDir: cfg.StateDir, ConfirmTTL: cfg.ConfirmTTL,
-		VerifyTimeout: cfg.VerifyTimeout, Stabilize: cfg.Stabilize, KeepReleases: cfg.KeepReleases,
+		Admins: cfg.Admins, Roots: cfg.Roots, StatusTTL: cfg.StatusTTL, ConfirmTTL: cfg.ConfirmTTL,
+		VerifyTimeout: cfg.VerifyTimeout, UndoWait: cfg.UndoWait, Stabilize: cfg.Stabilize, KeepReleases: cfg.KeepReleases,
 		LockLease: cfg.AckWait, PauseAt: cfg.TestPauseAt, PauseFor: cfg.TestPauseFor,
 	})
 	if err != nil {
 		return nil, err
 	}
-	svc.Confirms, svc.Locks, svc.Composer = w.store, w.store, w.engine
+	st, err := state.New(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	svc.Confirms, svc.Locks, svc.Composer, svc.State = w.store, w.store, w.engine, st
 	if svc.Redactor, err = redact.New(cfg.RedactPatterns, cfg.NoDefaultRedact); err != nil {
 		return nil, err
 	}
 	// Finish what a stopped worker left half done before taking commands.
-	if err := svc.Recover(log.WithContext(ctx), nil); err != nil {
-		log.Error().Err(err).Msg("recovery of interrupted operations failed; their projects may need attention")
+	if err := svc.Recover(log.WithContext(ctx)); err != nil {
+		log.Error().Err(err).Msg("some interrupted operations could not be finished yet; the worker keeps trying while it runs")
 	}
 	mux := handlers.NewMux()
 	svc.Register(mux)
@@ -179,6 +188,10 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	watchDone := make(chan struct{})
 	w.stopWatch, w.watchDone = stopWatch, watchDone
 	go func() { defer close(watchDone); svc.WatchEngine(wctx, w.engine) }()
+	rctx, stopRecovery := context.WithCancel(log.With().Str("component", "recovery").Logger().WithContext(context.WithoutCancel(ctx)))
+	recoveryDone := make(chan struct{})
+	w.stopRecovery, w.recoveryDone = stopRecovery, recoveryDone
+	go func() { defer close(recoveryDone); svc.RecoverLoop(rctx) }()
 	if err := w.startQueries(qcfg); err != nil {
 		return nil, err
 	}
@@ -253,6 +266,10 @@ func (w *Worker) Close() {
 	if w.stopWatch != nil {
 		w.stopWatch()
 		<-w.watchDone
+	}
+	if w.stopRecovery != nil {
+		w.stopRecovery()
+		<-w.recoveryDone
 	}
 	if w.nc != nil {
 		if err := w.nc.Drain(); err != nil {
