@@ -33,6 +33,10 @@ const (
 	// HeaderSignature holds SignaturePrefix followed by the lowercase hex
 	// HMAC-SHA256 of "<timestamp>.<subject>.<body>".
 	HeaderSignature = "Berth-Signature"
+	// HeaderKey names the client key the command is signed with (a key of
+	// the worker's --sign-keys file); without it, the worker's shared
+	// --sign-secrets are tried.
+	HeaderKey = "Berth-Key"
 )
 
 // SignaturePrefix names the signature scheme in HeaderSignature's value.
@@ -72,12 +76,68 @@ func writeSigned(h hash.Hash, ts, subject string, body []byte) {
 	h.Write(body)
 }
 
+// Key is a client's signing key: its secret, and whom its holder may
+// speak for. A key of the --sign-keys file has an ID (sent in HeaderKey)
+// and names its users and projects; a shared --sign-secrets secret has no
+// ID and may speak for any user on any project.
+type Key struct {
+	ID     string
+	Secret []byte
+	// Users are the users the key may sign for: exact names, or prefixes
+	// ending in "*" ("telegram:*"), or "*". Nil: any user.
+	Users []string
+	// Projects are the projects it may act on, as Users; nil: any.
+	Projects []string
+}
+
+// Allows reports whether the key may speak for user on project; the error
+// is unauthorized and names the key.
+func (k *Key) Allows(user, project string) error {
+	if k.Users != nil && !matchAny(k.Users, user) {
+		return refuse("key %s may not sign for user %q", k.name(), user).
+			WithHint("sign with a key that may speak for this user, or add the user to the key's users in the worker's --sign-keys file")
+	}
+	if project != "" && k.Projects != nil && !matchAny(k.Projects, project) {
+		return refuse("key %s may not sign for project %s", k.name(), project).
+			WithHint("sign with a key of this project, or add the project to the key's projects in the worker's --sign-keys file")
+	}
+	return nil
+}
+
+func (k *Key) name() string {
+	if k.ID == "" {
+		return "(a shared secret)"
+	}
+	return strconv.Quote(k.ID)
+}
+
+// matchAny reports whether s matches one of patterns: equal, or starting
+// with a pattern's text before its final "*".
+func matchAny(patterns []string, s string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(s, prefix) || p == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Signed is a command whose signature a Verifier accepted: the signature
+// (which identifies this signed message, for replay refusal) and the key.
+type Signed struct {
+	Sig string
+	Key *Key
+}
+
 // Verifier checks the signatures of commands. A nil Verifier, or one
-// without secrets, accepts every command: signing is off.
+// without secrets or keys, accepts every command: signing is off.
 type Verifier struct {
-	// Secrets are the accepted secrets. Every one is tried, so during a
-	// rotation both the old and the new secret are accepted.
+	// Secrets are the shared secrets (--sign-secrets). Every one is tried
+	// for a command without HeaderKey, so during a rotation both the old
+	// and the new secret are accepted.
 	Secrets [][]byte
+	// Keys are the clients' keys (--sign-keys), chosen by HeaderKey.
+	Keys []Key
 	// Window is how far the timestamp may lie from Now, in either
 	// direction; DefaultWindow when zero or negative.
 	Window time.Duration
@@ -86,41 +146,58 @@ type Verifier struct {
 }
 
 // Enabled reports whether v checks signatures.
-func (v *Verifier) Enabled() bool { return v != nil && len(v.Secrets) > 0 }
+func (v *Verifier) Enabled() bool { return v != nil && (len(v.Secrets) > 0 || len(v.Keys) > 0) }
 
 // Verify checks the signature headers of a command with body received on
 // subject. header is the message's header (a nats.Header can be passed
 // as is). It returns the signature header's value, which identifies this
-// signed command, so that the caller can refuse a replay within the window.
+// signed command so that the caller can refuse a replay within the window,
+// and the key that signed it, which says whom the sender may speak for.
 //
-// When v is not Enabled, Verify returns "", nil. Otherwise a missing or
-// malformed header, a timestamp outside the window, or a signature that no
-// secret produces is an *events.Error with code events.CodeUnauthorized;
-// it never says which secret, or which part of the message, failed to
-// match.
-func (v *Verifier) Verify(subject string, header map[string][]string, body []byte) (sig string, err error) {
+// When v is not Enabled, Verify returns nil, nil. Otherwise a missing or
+// malformed header, an unknown key, a timestamp outside the window, or a
+// signature that no candidate secret produces is an *events.Error with
+// code events.CodeUnauthorized; it never says which secret, or which part
+// of the message, failed to match.
+func (v *Verifier) Verify(subject string, header map[string][]string, body []byte) (*Signed, error) {
 	if !v.Enabled() {
-		return "", nil
+		return nil, nil
 	}
+	ts, sig, want, err := v.parse(header)
+	if err != nil {
+		return nil, err
+	}
+	candidates, err := v.candidates(header)
+	if err != nil {
+		return nil, err
+	}
+	key := match(candidates, ts, subject, body, want)
+	if key == nil {
+		return nil, refuse("the %s header does not match the command", HeaderSignature)
+	}
+	return &Signed{Sig: sig, Key: key}, nil
+}
+
+// parse reads and checks the timestamp and signature headers.
+func (v *Verifier) parse(header map[string][]string) (ts, sig string, want []byte, err error) {
 	ts, okTS := headerValue(header, HeaderTimestamp)
 	sig, okSig := headerValue(header, HeaderSignature)
 	switch {
 	case !okTS && !okSig:
-		return "", refuse("the command is not signed: it has no %s and %s headers", HeaderTimestamp, HeaderSignature)
+		return "", "", nil, refuse("the command is not signed: it has no %s and %s headers", HeaderTimestamp, HeaderSignature)
 	case !okTS:
-		return "", refuse("the command has no single %s header", HeaderTimestamp)
+		return "", "", nil, refuse("the command has no single %s header", HeaderTimestamp)
 	case !okSig:
-		return "", refuse("the command has no single %s header", HeaderSignature)
+		return "", "", nil, refuse("the command has no single %s header", HeaderSignature)
 	}
 	sent, err := parseTimestamp(ts)
 	if err != nil {
-		return "", refuse("the %s header is not Unix seconds in decimal", HeaderTimestamp)
+		return "", "", nil, refuse("the %s header is not Unix seconds in decimal", HeaderTimestamp)
 	}
 	want, ok := parseSignature(sig)
 	if !ok {
-		return "", refuse("the %s header is not %s followed by 64 lowercase hex digits", HeaderSignature, SignaturePrefix)
+		return "", "", nil, refuse("the %s header is not %s followed by 64 lowercase hex digits", HeaderSignature, SignaturePrefix)
 	}
-
 	now := time.Now
 	if v.Now != nil {
 		now = v.Now
@@ -131,25 +208,66 @@ func (v *Verifier) Verify(subject string, header map[string][]string, body []byt
 	}
 	nowS := now().Unix()
 	if skew := nowS - sent; skew > int64(window/time.Second) || -skew > int64(window/time.Second) {
-		return "", refuse("the %s header is more than %s away from the worker's clock", HeaderTimestamp, window).
+		return "", "", nil, refuse("the %s header is more than %s away from the worker's clock", HeaderTimestamp, window).
 			WithHint("sign each command when it is sent, and keep the clocks in sync (NTP); " + hint)
 	}
+	return ts, sig, want, nil
+}
 
-	// Try every secret, without stopping at a match, so the time taken
-	// does not tell which secret matched, or whether one did early.
-	match := 0
-	for _, secret := range v.Secrets {
-		mac := hmac.New(sha256.New, secret)
-		writeSigned(mac, ts, subject, body)
-		eq := hmac.Equal(mac.Sum(nil), want)
-		if eq && len(secret) >= MinSecretLen {
-			match |= 1
+// candidates are the keys a command may be signed with: the one its
+// HeaderKey names, or the shared secrets.
+func (v *Verifier) candidates(header map[string][]string) ([]Key, error) {
+	id, named := headerValue(header, HeaderKey)
+	if !named {
+		if _, present := header[HeaderKey]; present {
+			return nil, refuse("the command has more than one %s header", HeaderKey)
+		}
+		keys := make([]Key, 0, len(v.Secrets))
+		for _, s := range v.Secrets {
+			keys = append(keys, Key{Secret: s})
+		}
+		if len(keys) == 0 {
+			return nil, refuse("the command names no key: send the %s header with the id of your key", HeaderKey)
+		}
+		return keys, nil
+	}
+	for i := range v.Keys {
+		if v.Keys[i].ID == id {
+			return v.Keys[i : i+1], nil
 		}
 	}
-	if match == 0 {
-		return "", refuse("the %s header does not match the command", HeaderSignature)
+	return nil, refuse("the key named in %s is not known to the worker", HeaderKey)
+}
+
+// match returns the candidate whose secret produces want, or nil. Every
+// candidate is tried, without stopping at a match, so the time taken does
+// not tell which secret matched, or whether one did early.
+func match(candidates []Key, ts, subject string, body, want []byte) *Key {
+	var found *Key
+	for i := range candidates {
+		mac := hmac.New(sha256.New, candidates[i].Secret)
+		writeSigned(mac, ts, subject, body)
+		if hmac.Equal(mac.Sum(nil), want) && len(candidates[i].Secret) >= MinSecretLen && found == nil {
+			found = &candidates[i]
+		}
 	}
-	return sig, nil
+	return found
+}
+
+// VerifyEvent checks the signature of an event a worker published with
+// its event secret (the same headers and scheme as a command's, see Sign),
+// whatever its age: replayed events are old. A missing, malformed or
+// wrong signature is an unauthorized error.
+func VerifyEvent(secrets [][]byte, subject string, header map[string][]string, body []byte) error {
+	v := &Verifier{Secrets: secrets, Now: func() time.Time { return time.Unix(0, 0) }, Window: time.Duration(1<<63 - 1)}
+	ts, ok := headerValue(header, HeaderTimestamp)
+	if ok {
+		if sent, err := parseTimestamp(ts); err == nil {
+			v.Now = func() time.Time { return time.Unix(sent, 0) }
+		}
+	}
+	_, err := v.Verify(subject, map[string][]string{HeaderTimestamp: header[HeaderTimestamp], HeaderSignature: header[HeaderSignature]}, body)
+	return err
 }
 
 // refuse returns an unauthorized error with the signing hint.

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,12 +56,12 @@ func TestSignFormat(t *testing.T) {
 
 func TestRoundTrip(t *testing.T) {
 	h := signed(secretA, testNow, testSubject, testBody)
-	sig, err := verifier(secretA).Verify(testSubject, h, testBody)
+	got, err := verifier(secretA).Verify(testSubject, h, testBody)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sig != h[HeaderSignature][0] {
-		t.Fatalf("returned signature %q, want the header's %q", sig, h[HeaderSignature][0])
+	if got.Sig != h[HeaderSignature][0] || got.Key == nil || got.Key.ID != "" {
+		t.Fatalf("returned %+v, want the header's signature %q and a shared secret", got, h[HeaderSignature][0])
 	}
 	// An empty body signs too.
 	h = signed(secretA, testNow, testSubject, nil)
@@ -196,9 +198,9 @@ func TestDisabledVerifier(t *testing.T) {
 		}
 		for _, h := range []map[string][]string{nil, {}, signed(secretA, testNow, testSubject, testBody),
 			{HeaderTimestamp: {"garbage"}, HeaderSignature: {"garbage"}}} {
-			sig, err := v.Verify(testSubject, h, testBody)
-			if sig != "" || err != nil {
-				t.Fatalf("%s verifier: Verify = %q, %v; want \"\", nil", name, sig, err)
+			got, err := v.Verify(testSubject, h, testBody)
+			if got != nil || err != nil {
+				t.Fatalf("%s verifier: Verify = %+v, %v; want nil, nil", name, got, err)
 			}
 		}
 	}
@@ -286,15 +288,15 @@ func FuzzVerify(f *testing.F) {
 		got, err := v.Verify(subject, h, body)
 		if err != nil {
 			var e *events.Error
-			if !errors.As(err, &e) || e.Code != events.CodeUnauthorized || got != "" {
-				t.Fatalf("Verify = %q, %v: want an unauthorized *events.Error", got, err)
+			if !errors.As(err, &e) || e.Code != events.CodeUnauthorized || got != nil {
+				t.Fatalf("Verify = %+v, %v: want an unauthorized *events.Error", got, err)
 			}
 			return
 		}
 		// Accepted: the signature must be what a secret gives for exactly
 		// this timestamp, subject and body.
-		if got != sig {
-			t.Fatalf("returned %q, not the header %q", got, sig)
+		if got.Sig != sig {
+			t.Fatalf("returned %q, not the header %q", got.Sig, sig)
 		}
 		ok := false
 		for _, s := range v.Secrets {
@@ -320,5 +322,89 @@ func TestDocumentedVector(t *testing.T) {
 		"berth.cmd.demo.status", []byte(`{"id":"r1","user":"telegram:42"}`))
 	if ts != "1800000000" || sig != "v1=077cc672d9ad19e0f5e9f5e35bc8bed8b01e0c1acee35ded59c67eb6957afced" {
 		t.Fatalf("Sign = %s, %s: update docs/security.md if the scheme changed on purpose", ts, sig)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "keys.json")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"keys":[{"id":"tg","secret":"telegram-bot-secret-0123","users":["telegram:*"]},
+		{"id":"alice","secret":"hex:00112233445566778899aabbccddeeff","users":["cli:alice"],"projects":["shop"]}]}`)
+	keys, err := LoadKeys(file)
+	if err != nil || len(keys) != 2 || keys[0].Projects[0] != "*" {
+		t.Fatalf("LoadKeys: %+v, %v", keys, err)
+	}
+	v := &Verifier{Keys: keys, Secrets: [][]byte{secretA}, Now: func() time.Time { return testNow }}
+	sign := func(k Key, id string) map[string][]string {
+		h := signed(k.Secret, testNow, testSubject, testBody)
+		if id != "" {
+			h[HeaderKey] = []string{id}
+		}
+		return h
+	}
+	got, err := v.Verify(testSubject, sign(keys[0], "tg"), testBody)
+	if err != nil || got.Key.ID != "tg" {
+		t.Fatalf("verify with a named key: %+v, %v", got, err)
+	}
+	if err := got.Key.Allows("telegram:123", "alpha"); err != nil {
+		t.Fatalf("tg for telegram:123: %v", err)
+	}
+	if err := got.Key.Allows("github:octocat", "alpha"); events.ErrorCode(err) != events.CodeUnauthorized {
+		t.Fatalf("tg for github:octocat: %v", err)
+	}
+	if err := keys[1].Allows("cli:alice", "blog"); events.ErrorCode(err) != events.CodeUnauthorized {
+		t.Fatalf("alice on blog: %v", err)
+	}
+	// A key's secret does not pass under another key's name, nor unnamed.
+	for name, h := range map[string]map[string][]string{
+		"another key's name": sign(keys[0], "alice"),
+		"no name":            sign(keys[0], ""),
+		"unknown name":       sign(keys[0], "mallory"),
+	} {
+		if _, err := v.Verify(testSubject, h, testBody); events.ErrorCode(err) != events.CodeUnauthorized {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// The shared secrets speak for anyone.
+	got, err = v.Verify(testSubject, signed(secretA, testNow, testSubject, testBody), testBody)
+	if err != nil || got.Key.Allows("anyone:1", "any") != nil {
+		t.Fatalf("shared secret: %+v, %v", got, err)
+	}
+	for _, bad := range []string{`{"keys":[]}`, `{"keys":[{"id":"x","secret":"short","users":["*"]}]}`,
+		`{"keys":[{"id":"x","secret":"long-enough-secret-123","users":[]}]}`,
+		`{"keys":[{"id":"a b","secret":"long-enough-secret-123","users":["*"]}]}`,
+		`{"keys":[{"id":"x","secret":"long-enough-secret-123","users":["*"],"extra":1}]}`,
+		`{"keys":[{"id":"x","secret":"long-enough-secret-123","users":["*"]},{"id":"x","secret":"long-enough-secret-456","users":["*"]}]}`} {
+		write(bad)
+		if _, err := LoadKeys(file); err == nil {
+			t.Errorf("LoadKeys accepted %s", bad)
+		}
+	}
+}
+
+func TestVerifyEvent(t *testing.T) {
+	old := testNow.Add(-240 * time.Hour)
+	h := signed(secretA, old, "berth.evt.po.u.r1.result", testBody)
+	if err := VerifyEvent([][]byte{secretA}, "berth.evt.po.u.r1.result", h, testBody); err != nil {
+		t.Fatalf("an old event: %v", err)
+	}
+	for name, c := range map[string]struct {
+		subject string
+		body    []byte
+		h       map[string][]string
+	}{
+		"other subject": {"berth.evt.po.u.r2.result", testBody, h},
+		"other body":    {"berth.evt.po.u.r1.result", []byte("{}"), h},
+		"unsigned":      {"berth.evt.po.u.r1.result", testBody, map[string][]string{}},
+	} {
+		if err := VerifyEvent([][]byte{secretA}, c.subject, c.h, c.body); events.ErrorCode(err) != events.CodeUnauthorized {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

@@ -20,8 +20,42 @@ func TestSubjectsRoundTrip(t *testing.T) {
 			t.Errorf("%q parsed", bad)
 		}
 	}
-	if got := s.Event("po", "r1", KindResult); got != "berth.evt.po.r1.result" {
+	if got := s.Event("po", "telegram:1", "r1", KindResult); got != "berth.evt.po.telegram:1.r1.result" {
 		t.Fatalf("event subject %q", got)
+	}
+	if got := s.RequestEvents("po", "a b", "r1"); !strings.HasPrefix(got, "berth.evt.po.~") || !strings.HasSuffix(got, ".r1.>") {
+		t.Fatalf("events of a user with a space: %q", got)
+	}
+	for _, q := range []struct{ subject, project, endpoint string }{
+		{"berth.q.po.status", "po", "status"}, {"berth.q.po.logs", "po", "logs"}, {"berth.q.projects", "", "projects"},
+	} {
+		p, e, err := s.ParseQuery(q.subject)
+		if err != nil || p != q.project || e != q.endpoint {
+			t.Errorf("ParseQuery(%s) = %q %q %v", q.subject, p, e, err)
+		}
+	}
+	for _, bad := range []string{"berth.q.po.explode", "berth.q.po", "berth.q..status", "berth.cmd.po.status", "berth.q.po.projects"} {
+		if _, _, err := s.ParseQuery(bad); err == nil {
+			t.Errorf("ParseQuery(%q) passed", bad)
+		}
+	}
+}
+
+func TestUserToken(t *testing.T) {
+	seen := map[string]string{}
+	for _, u := range []string{"telegram:123456", "github:octocat", "cli:admin", "a b", "a.b", "a*b", "a>b", "ünïcode",
+		strings.Repeat("x", 65), "~refused", "~abc"} {
+		tok := UserToken(u)
+		if strings.ContainsAny(tok, ". *>\t\n") || tok == "" || tok == RefusedTokenScope {
+			t.Errorf("UserToken(%q) = %q is not a safe subject token", u, tok)
+		}
+		if other, dup := seen[tok]; dup {
+			t.Errorf("users %q and %q share the token %q", u, other, tok)
+		}
+		seen[tok] = u
+	}
+	if UserToken("telegram:1") != "telegram:1" {
+		t.Error("a plain user is its own token")
 	}
 }
 

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"regexp"
 	"slices"
@@ -61,7 +63,21 @@ func IsFast(a string) bool { return slices.Contains(fastActions, a) }
 var (
 	projectRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 	requestIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	userTokenRe = regexp.MustCompile(`^[A-Za-z0-9_@:+=-]{1,64}$`)
 )
+
+// UserToken is the subject token of a user: the user itself when it is
+// 1 to 64 characters from A-Z a-z 0-9 _ @ : + = - ("telegram:123456",
+// "github:octocat"), else "~" and 16 characters of base32 of its SHA-256.
+// Two users never share a token; a token never starts with "~" but for
+// a hashed one or RefusedTokenScope.
+func UserToken(user string) string {
+	if userTokenRe.MatchString(user) {
+		return user
+	}
+	sum := sha256.Sum256([]byte(user))
+	return "~" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:10]))
+}
 
 // ValidProject reports whether p follows the Compose project-name rule
 // (lower-case letters, digits, '_' and '-', starting with a letter or digit,
@@ -93,14 +109,29 @@ func (s Subjects) CommandFilter(action string) string { return s.Prefix + ".cmd.
 // AllCommands matches every command subject, known action or not.
 func (s Subjects) AllCommands() string { return s.Prefix + ".cmd.>" }
 
-// Event is the subject of one event of a request.
-func (s Subjects) Event(project, requestID string, kind Kind) string {
-	return s.Prefix + ".evt." + project + "." + requestID + "." + string(kind)
+// Event is the subject of one event of a request: a request is its
+// user's, so the user's token (UserToken) scopes its events, and a request
+// of another user with the same id can neither shadow nor answer for it.
+func (s Subjects) Event(project, user, requestID string, kind Kind) string {
+	return s.Prefix + ".evt." + project + "." + UserToken(user) + "." + requestID + "." + string(kind)
 }
 
-// RequestEvents matches every event of one request.
-func (s Subjects) RequestEvents(project, requestID string) string {
-	return s.Prefix + ".evt." + project + "." + requestID + ".>"
+// RequestEvents matches every event of one request of user.
+func (s Subjects) RequestEvents(project, user, requestID string) string {
+	return s.Prefix + ".evt." + project + "." + UserToken(user) + "." + requestID + ".>"
+}
+
+// RefusedTokenScope is the user token of the events of commands whose
+// sender could not be trusted (unsigned or forged when signatures are
+// required, undecodable): their refusal is published under it, never
+// under the user and id they claim.
+const RefusedTokenScope = "~refused"
+
+// Refused is the subject of the result of a command refused before its
+// sender could be trusted; ref identifies the message (its stream
+// sequence, "seq<N>", or a random id).
+func (s Subjects) Refused(project, ref string) string {
+	return s.Prefix + ".evt." + project + "." + RefusedTokenScope + "." + ref + "." + string(KindResult)
 }
 
 // AllEvents matches every event.
