@@ -18,7 +18,12 @@ type Project struct {
 	Name string `json:"name"`
 	// Workspace is the absolute directory where the code is edited.
 	Workspace string `json:"workspace"`
-	// Production is the absolute directory the compose project runs from.
+	// Workspaces are the other directories a deploy may name as its
+	// source (git worktrees of the project), set by a global admin.
+	Workspaces []string `json:"workspaces,omitempty"`
+	// Production is the absolute directory the compose project runs from,
+	// with symbolic links resolved (but for strategy symlink, where it is
+	// the link to the workspace).
 	Production string `json:"production"`
 	// ComposeProject is the compose project name (docker compose -p).
 	ComposeProject string `json:"compose_project"`
@@ -34,6 +39,10 @@ type Project struct {
 	Strategy string `json:"strategy"`
 	// RequireSecondApprover makes a different user confirm mutations.
 	RequireSecondApprover bool `json:"require_second_approver"`
+	// ComposePolicy says what a deploy does with compose changes that
+	// widen a service's reach over the host: "warn" (the default: the plan
+	// shows them first) or "refuse".
+	ComposePolicy string `json:"compose_policy,omitempty"`
 	// StabilizeS, when set, is how many seconds a service without a
 	// healthcheck must run unchanged after a mutation to count as up; nil
 	// means the worker's --stabilize.
@@ -128,6 +137,9 @@ type RequestRecord struct {
 	// StreamSeq is the command message's stream sequence: a redelivery of
 	// the same message means its previous worker stopped.
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	// KeyID is the signing key the request came with (signed commands):
+	// another key may not use the request's id.
+	KeyID string `json:"key_id,omitempty"`
 	// Result is the stored result event, re-published on redelivery.
 	Result json.RawMessage `json:"result,omitempty"`
 }
@@ -185,8 +197,10 @@ type Store interface {
 	// FinishRequest stores rec (the record the caller began or took over)
 	// done, with its result event.
 	FinishRequest(ctx context.Context, rec *RequestRecord, result json.RawMessage, ttl time.Duration) error
-	// GetRequest returns a request record, or CodeNotFound.
-	GetRequest(ctx context.Context, id string) (*RequestRecord, error)
+	// GetRequest returns the record of a user's request, or CodeNotFound.
+	// Records are keyed by user and id: two users' requests with the same
+	// id are two requests.
+	GetRequest(ctx context.Context, user, id string) (*RequestRecord, error)
 
 	// AppendHistory adds an entry at the head of a project's history,
 	// keeping at most the store's cap.

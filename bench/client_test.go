@@ -50,7 +50,7 @@ func (c *client) request(project, action string, cmd events.Command, timeout tim
 	if err != nil {
 		return events.Event{}, err
 	}
-	m, err := roundTrip(c.nc, c.js, c.subj.RequestEvents(project, cmd.ID), c.subj.Command(project, action), cmd.ID, body, timeout)
+	m, err := roundTrip(c.nc, c.js, c.subj.RequestEvents(project, cmd.User, cmd.ID), c.subj.Command(project, action), cmd.ID, body, timeout)
 	if err != nil {
 		return events.Event{}, fmt.Errorf("%s %s: %w", project, action, err)
 	}

@@ -95,8 +95,13 @@ type AuditRecord struct {
 	PlanDigest string `json:"plan_digest,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
 	Delivery   uint64 `json:"delivery"`
-	// Signed says whether the command carried a valid signature.
-	Signed bool `json:"signed"`
+	// Signed says whether the command carried a valid signature; KeyID
+	// names the client key (empty for a shared secret).
+	Signed bool   `json:"signed"`
+	KeyID  string `json:"key_id,omitempty"`
+	// ClaimedUser is the user a command claimed when it was refused before
+	// its sender could be trusted (User is empty then).
+	ClaimedUser string `json:"claimed_user,omitempty"`
 }
 
 // EncodedLen is the length of l encoded by encoding/json (json.Marshal),

@@ -161,3 +161,42 @@ func hostileSeeds(f *testing.F) [][]byte {
 	}
 	return out
 }
+
+// FuzzUserToken checks that any user's token is one safe subject token,
+// that a plain user is its own token, and that no user gets the scope of
+// refused commands.
+func FuzzUserToken(f *testing.F) {
+	for _, s := range []string{"telegram:123456", "a b", "a.b", "~refused", "*", ">", "", "ü", strings.Repeat("x", 65)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, user string) {
+		tok := UserToken(user)
+		if tok == "" || tok == RefusedTokenScope || strings.ContainsAny(tok, ". *>\t\r\n\x00") || len(tok) > 64 {
+			t.Fatalf("UserToken(%q) = %q", user, tok)
+		}
+		if userTokenRe.MatchString(user) != (tok == user) {
+			t.Fatalf("UserToken(%q) = %q: a plain user must be its own token, and only one", user, tok)
+		}
+	})
+}
+
+// FuzzParseQuery checks that a parsed query subject is rebuilt as it was.
+func FuzzParseQuery(f *testing.F) {
+	for _, s := range []string{"berth.q.po.status", "berth.q.projects", "berth.q.po.logs.x", "berth.q..status", "berth.cmd.po.status"} {
+		f.Add(s)
+	}
+	s := NewSubjects("")
+	f.Fuzz(func(t *testing.T, subject string) {
+		project, endpoint, err := s.ParseQuery(subject)
+		if err != nil {
+			return
+		}
+		want := s.ProjectsQuery()
+		if endpoint != EndpointProjects {
+			want = s.Query(project, endpoint)
+		}
+		if want != subject {
+			t.Fatalf("ParseQuery(%q) = %q %q, which is %q", subject, project, endpoint, want)
+		}
+	})
+}

@@ -32,8 +32,10 @@ import (
 // and the total. Apply refuses a plan with refusals (CodeBadRequest), and
 // stops with CodePlanChanged when a workspace file no longer has the
 // content, mode or link target the plan was made with, or production no
-// longer has the shape it had. When it returns an error, production is
-// partly synced: Restore the backup made before.
+// longer has the shape it had (such as a secret file the plan adds, .env,
+// that appeared there meanwhile: it is production's own and is not
+// replaced). When it returns an error, production is partly synced:
+// Restore the backup made before.
 func Apply(ctx context.Context, workspace, production string, p *Plan, progress func(done, total int)) error {
 	if len(p.Refused) > 0 {
 		r := p.Refused[0]
@@ -94,9 +96,22 @@ func Apply(ctx context.Context, workspace, production string, p *Plan, progress 
 		}
 		step()
 	}
+	// An added secret file must still be absent: one that appeared since
+	// the plan was made is production's own (see Plan.Protected).
+	newSecrets := map[string]bool{}
+	for _, c := range p.Added {
+		if secretName(c.Path) {
+			newSecrets[c.Path] = true
+		}
+	}
 	for _, c := range writes {
 		if err := stopped(); err != nil {
 			return err
+		}
+		if newSecrets[c.Path] {
+			if err := a.stillAbsent(c.Path); err != nil {
+				return err
+			}
 		}
 		if err := a.write(ctx, c.Path, p.synced[c.Path]); err != nil {
 			return err
@@ -134,6 +149,18 @@ func (a *applier) remove(rel string) error {
 	}
 	a.inst.dirty[parentRel(rel)] = true
 	return nil
+}
+
+// stillAbsent checks production has nothing at rel.
+func (a *applier) stillAbsent(rel string) error {
+	_, err := a.inst.prod.Lstat(rel)
+	switch {
+	case err == nil:
+		return planChanged("production has a %s Berth did not deploy since the plan was made; it is left alone", rel)
+	case absent(err):
+		return nil
+	}
+	return err
 }
 
 // write puts the workspace's rel into production, checking it against the

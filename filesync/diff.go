@@ -1,6 +1,7 @@
 package filesync
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -259,6 +260,9 @@ type prodTree struct {
 	top   prodNode
 	// dirs are the nodes plan looked up by directory path (nil: none).
 	dirs map[string]*prodNode
+
+	mu    sync.Mutex
+	links []string // every symbolic link walked (excluded ones included)
 }
 
 // visit is production's dirVisitor; the directory's data is its node.
@@ -266,6 +270,7 @@ func (t *prodTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
 	parent := d.data.(*prodNode)
 	parent.children = make([]prodNode, len(list))
 	var subs []subdir
+	var links []string
 	for i, de := range list {
 		fi, err := de.Info()
 		if err != nil {
@@ -282,6 +287,14 @@ func (t *prodTree) visit(d *walkDir, list []fs.DirEntry) ([]subdir, error) {
 		if k == kindDir && !n.excluded {
 			subs = append(subs, subdir{entry: de, data: n})
 		}
+		if k == kindSymlink {
+			links = append(links, n.rel())
+		}
+	}
+	if len(links) > 0 {
+		t.mu.Lock()
+		t.links = append(t.links, links...)
+		t.mu.Unlock()
 	}
 	return subs, nil
 }
@@ -343,8 +356,8 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 	}
 	p := &Plan{
 		Added: []Change{}, Modified: []Change{}, Deleted: []Change{}, Kept: []string{},
-		Refused: append([]Refusal{}, w.refused...),
-		synced:  make(map[string]FileMeta, nEntries),
+		Refused: append([]Refusal{}, w.refused...), Protected: []string{},
+		synced: make(map[string]FileMeta, nEntries),
 	}
 	refusedAt := map[string]bool{}
 	refuse := func(rel, reason string) {
@@ -449,6 +462,10 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 			if blocked {
 				continue
 			}
+			if secretName(e.rel) && productionsSecret(prod, m, e.rel, n != nil) {
+				p.Protected = append(p.Protected, e.rel)
+				continue
+			}
 			meta := e.meta()
 			if e.kind == kindSymlink {
 				if n != nil && n.kind == kindSymlink && linkTarget(prod, n) == e.link {
@@ -526,14 +543,43 @@ func plan(ctx context.Context, wsH, prodH treeHasher, w *wsTree, pt *prodTree, m
 
 	p.Kept, p.KeptCount = collectKept(&pt.top, maxKept)
 
+	p.finish(prod, pt.links, refuse)
+	return p, nil
+}
+
+// finish checks the symbolic links of p in production as it will be
+// (checkLinks), refusing the bad ones with refuse, puts every list in path
+// order and computes the digest.
+func (p *Plan) finish(prod *os.Root, prodLinks []string, refuse func(rel, reason string)) {
 	byPath := func(a, b Change) int { return strings.Compare(a.Path, b.Path) }
 	slices.SortFunc(p.Added, byPath)
 	slices.SortFunc(p.Modified, byPath)
 	slices.SortFunc(p.Deleted, byPath)
-	slices.SortFunc(p.Refused, func(a, b Refusal) int { return strings.Compare(a.Path, b.Path) })
+	for _, r := range p.checkLinks(prod, prodLinks) {
+		refuse(r.Path, r.Reason)
+	}
+	slices.SortFunc(p.Refused, func(a, b Refusal) int {
+		return cmp.Or(strings.Compare(a.Path, b.Path), strings.Compare(a.Reason, b.Reason))
+	})
+	slices.Sort(p.Protected)
 	slices.Sort(p.forgotten)
 	p.computeDigest()
-	return p, nil
+}
+
+// productionsSecret reports whether the secret file rel (secretName) is
+// production's own: production has it (inProd, as walked, or found by a
+// lookup, which on a case-insensitive file system also finds .env for
+// .ENV) and Berth did not deploy it (it is not in m). A lookup that fails
+// otherwise than by absence counts as found.
+func productionsSecret(prod *os.Root, m *Manifest, rel string, inProd bool) bool {
+	if _, deployed := m.Files[rel]; deployed {
+		return false
+	}
+	if inProd {
+		return true
+	}
+	_, err := prod.Lstat(rel)
+	return !absent(err)
 }
 
 // sameStat reports whether production's file still has the size, mode and

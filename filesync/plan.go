@@ -46,15 +46,26 @@ type Plan struct {
 	Kept      []string `json:"kept"`
 	KeptCount int      `json:"kept_count"`
 	// Refused are workspace paths that cannot be deployed (symbolic links
-	// leading outside the workspace, sockets, devices, FIFOs, a file where
-	// production has a directory...). Apply refuses a plan with any.
+	// leading outside the workspace, or outside production or in a loop in
+	// production as it will be after the sync, through its own links
+	// included; sockets, devices, FIFOs, a file where production has a
+	// directory...). Apply refuses a plan with any.
 	Refused []Refusal `json:"refused"`
+	// Protected are production secret files (.env and .env.* at any
+	// depth: see secretName) that the rules would sync but that Berth did
+	// not deploy (they are not in the manifest): production's own, which
+	// no deploy modifies, deletes or takes over, whatever .berthignore says
+	// (ProtectedReason). The rest of the plan goes ahead without them. A
+	// secret file production does not have is added as any other file, and
+	// is Berth's from then on.
+	Protected []string `json:"protected"`
 	// Bytes is the number of bytes to copy (added and modified files).
 	Bytes int64 `json:"bytes"`
 	// Digest identifies the changes: two plans with the same changes
-	// (operation, path, content hash, mode, link target) have the same
-	// digest, and any other two do not. Kept paths are not part of it, so
-	// an application writing its data does not change a plan.
+	// (operation, path, content hash, mode, link target) and the same
+	// protected paths have the same digest, and any other two do not. Kept
+	// paths are not part of it, so an application writing its data does
+	// not change a plan.
 	Digest string `json:"digest"`
 
 	// synced is the metadata of every workspace path in sync after Apply:
@@ -84,8 +95,12 @@ type PlanSummary struct {
 	Kept          []string  `json:"kept,omitempty"`
 	KeptCount     int       `json:"kept_count"`
 	Refused       []Refusal `json:"refused,omitempty"`
-	Bytes         int64     `json:"bytes"`
-	Digest        string    `json:"digest"`
+	// Protected are the first protected paths (Plan.Protected), and
+	// ProtectedCount the number of them all.
+	Protected      []string `json:"protected,omitempty"`
+	ProtectedCount int      `json:"protected_count"`
+	Bytes          int64    `json:"bytes"`
+	Digest         string   `json:"digest"`
 }
 
 // Summary returns the counts and the first n entries of each list (all of
@@ -106,8 +121,9 @@ func (p *Plan) Summary(n int) PlanSummary {
 		Added: len(p.Added), Modified: len(p.Modified), Deleted: len(p.Deleted),
 		AddedPaths: paths(p.Added), ModifiedPaths: paths(p.Modified), DeletedPaths: paths(p.Deleted),
 		Kept: slices.Clone(firstN(p.Kept, n)), KeptCount: p.KeptCount,
-		Refused: slices.Clone(firstN(p.Refused, n)),
-		Bytes:   p.Bytes, Digest: p.Digest,
+		Refused:   slices.Clone(firstN(p.Refused, n)),
+		Protected: slices.Clone(firstN(p.Protected, n)), ProtectedCount: len(p.Protected),
+		Bytes: p.Bytes, Digest: p.Digest,
 	}
 }
 
@@ -133,6 +149,9 @@ func (p *Plan) computeDigest() {
 	for _, c := range p.Deleted {
 		recs = append(recs, rec{op: "delete", path: c.Path})
 	}
+	for _, rel := range p.Protected {
+		recs = append(recs, rec{op: "protect", path: rel})
+	}
 	slices.SortFunc(recs, func(a, b rec) int {
 		return cmp.Or(strings.Compare(a.op, b.op), strings.Compare(a.path, b.path))
 	})
@@ -146,6 +165,20 @@ func (p *Plan) computeDigest() {
 		}
 	}
 	p.Digest = hex.EncodeToString(h.Sum(nil))
+}
+
+// ProtectedReason is why a path is in Plan.Protected.
+const ProtectedReason = "a secret file production has and Berth did not deploy: production's own, never modified, deleted or taken over by a deploy, whatever " + IgnoreFile + " says"
+
+// secretName reports whether rel ('/'-separated) names a secret file: a file
+// named .env, or .env. followed by anything (.env.local, .env.production),
+// in any directory, in any letter case (on a case-insensitive file system
+// .ENV is .env). Files inside a directory of such a name are not (a
+// virtualenv is often named .env). Production's own secret files are
+// protected: see Plan.Protected.
+func secretName(rel string) bool {
+	base := rel[strings.LastIndexByte(rel, '/')+1:]
+	return len(base) >= 4 && strings.EqualFold(base[:4], ".env") && (len(base) == 4 || base[4] == '.')
 }
 
 // modeBits is the part of a mode that matters to a tree: the type, the

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/berth-ops/berth/events"
@@ -169,8 +167,8 @@ type refFileCheck struct {
 func refPlan(ctx context.Context, ws, prod *os.Root, w *refWsTree, pt *refProdTree, m *Manifest) (*Plan, error) {
 	p := &Plan{
 		Added: []Change{}, Modified: []Change{}, Deleted: []Change{}, Kept: []string{},
-		Refused: append([]Refusal{}, w.refused...),
-		synced:  make(map[string]FileMeta, len(w.entries)),
+		Refused: append([]Refusal{}, w.refused...), Protected: []string{},
+		synced: make(map[string]FileMeta, len(w.entries)),
 	}
 	refusedAt := map[string]bool{}
 	refuse := func(rel, reason string) {
@@ -217,6 +215,10 @@ func refPlan(ctx context.Context, ws, prod *os.Root, w *refWsTree, pt *refProdTr
 			blocked = true
 		}
 		if blocked {
+			continue
+		}
+		if secretName(e.rel) && productionsSecret(prod, m, e.rel, n != nil) {
+			p.Protected = append(p.Protected, e.rel)
 			continue
 		}
 		if e.kind == kindSymlink {
@@ -300,13 +302,13 @@ func refPlan(ctx context.Context, ws, prod *os.Root, w *refWsTree, pt *refProdTr
 		p.Kept = keptAll[:min(len(keptAll), maxKept):min(len(keptAll), maxKept)]
 	}
 
-	byPath := func(a, b Change) int { return strings.Compare(a.Path, b.Path) }
-	slices.SortFunc(p.Added, byPath)
-	slices.SortFunc(p.Modified, byPath)
-	slices.SortFunc(p.Deleted, byPath)
-	slices.SortFunc(p.Refused, func(a, b Refusal) int { return strings.Compare(a.Path, b.Path) })
-	slices.Sort(p.forgotten)
-	p.computeDigest()
+	var links []string
+	for rel, n := range pt.byPath {
+		if n.kind == kindSymlink {
+			links = append(links, rel)
+		}
+	}
+	p.finish(prod, links, refuse)
 	return p, nil
 }
 

@@ -38,7 +38,10 @@ const maxIgnoreFile = 1 << 20
 // excluded unless .berthignore re-includes them with "!": local secrets,
 // dependency trees the build recreates and bytecode caches. The hard rules
 // apply whatever .berthignore says: a repository's .git is never part of a
-// deployment, and Berth's own temporary files never are.
+// deployment, and Berth's own temporary files never are. A .berthignore
+// that re-includes .env deploys the workspace's .env, but never over a
+// .env (or .env.*) that production has and Berth did not deploy: see
+// Plan.Protected.
 var (
 	defaultLines    = []string{".env", "node_modules/", "__pycache__/", "*.pyc"}
 	hardLines       = []string{".git", tmpPrefix + "*"}

@@ -25,7 +25,8 @@ func BenchmarkDispatchStatusCached(b *testing.B) {
 	}
 	mux := NewMux()
 	svc.Register(mux)
-	d := &Dispatcher{Mux: mux, Store: st, Emitter: em, Subjects: events.NewSubjects(""), WorkerID: "bench", Authorize: svc.Authorize}
+	d := &Dispatcher{Mux: mux, Store: st, Emitter: em, Subjects: events.NewSubjects(""), WorkerID: "bench",
+		Admission: &Admission{Mux: mux, Subjects: events.NewSubjects(""), Authorize: svc.Authorize}}
 	svc.Config.Admins = []string{"*"}
 	body := []byte(`{"user":"telegram:123456"}`)
 	ctx := context.Background()

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +19,10 @@ import (
 
 // ConfigSetArgs are the arguments of config.set.
 type ConfigSetArgs struct {
-	Workspace      string   `json:"workspace"`
+	Workspace string `json:"workspace"`
+	// Workspaces are other directories a deploy may name as its source
+	// (git worktrees of the project); only a global admin sets them.
+	Workspaces     []string `json:"workspaces,omitempty"`
 	Production     string   `json:"production"`
 	ComposeProject string   `json:"compose_project,omitempty"`
 	ComposeFiles   []string `json:"compose_files,omitempty"`
@@ -34,6 +38,9 @@ type ConfigSetArgs struct {
 	Roles map[string]string `json:"roles,omitempty"`
 	// AnonymousViewers lets any user read the project.
 	AnonymousViewers bool `json:"anonymous_viewers,omitempty"`
+	// ComposePolicy is "warn" (default) or "refuse": what a deploy does
+	// with compose changes that widen a service's reach over the host.
+	ComposePolicy string `json:"compose_policy,omitempty"`
 }
 
 // MaxStabilizeS bounds a project's stabilize_s (10 minutes).
@@ -65,6 +72,12 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 		return nil, events.Errorf(events.CodeBadRequest, "strategy %q is not known", a.Strategy).
 			WithHint("use copy (the default), symlink or registry")
 	}
+	switch a.ComposePolicy {
+	case "", "warn", "refuse":
+	default:
+		return nil, events.Errorf(events.CodeBadRequest, "compose_policy %q is not known", a.ComposePolicy).
+			WithHint(`use "warn" (the default: the plan shows compose changes that widen a service's reach) or "refuse"`)
+	}
 	ws, err := s.confinedDir("workspace", a.Workspace)
 	if err != nil {
 		return nil, err
@@ -75,6 +88,21 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	}
 	rw, _ := filepath.EvalSymlinks(ws)
 	rp, _ := filepath.EvalSymlinks(prod)
+	if a.Strategy != "symlink" {
+		// The resolved paths are stored, and checked again at every plan
+		// and run: a link swapped later cannot redirect a deploy.
+		ws, prod = rw, rp
+	}
+	var extra []string
+	for _, w := range a.Workspaces {
+		d, err := s.confinedDir("workspaces", w)
+		if err != nil {
+			return nil, err
+		}
+		if r, _ := filepath.EvalSymlinks(d); !slices.Contains(extra, r) && r != rw {
+			extra = append(extra, r)
+		}
+	}
 	switch {
 	case a.Strategy == "symlink" && rw != rp:
 		return nil, events.Errorf(events.CodeBadRequest, "strategy symlink needs production to link to the workspace, but %s resolves to %s", prod, rp).
@@ -97,6 +125,27 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	if err := s.uniqueTarget(ctx, req.Project, rp, a.ComposeProject); err != nil {
 		return nil, err
 	}
+	old, err := s.Store.GetProject(ctx, req.Project)
+	switch {
+	case events.ErrorCode(err) == events.CodeNotFound:
+		old = nil
+	case err != nil:
+		return nil, err
+	}
+	if old != nil && !s.isGlobalAdmin(req.User) {
+		// A project admin manages roles and settings; where the project
+		// lives is a global admin's decision, or one project's admin could
+		// point it at another project's directories or containers.
+		changed := placementChanges(old, ws, prod, a.ComposeProject, files, a.Strategy, extra)
+		if old.ComposePolicy == "refuse" && a.ComposePolicy != "refuse" {
+			changed = append(changed, "compose_policy")
+		}
+		if len(changed) > 0 {
+			return nil, events.Errorf(events.CodeForbidden, "%s may not change %s of project %s: only a global admin may",
+				req.User, strings.Join(changed, ", "), req.Project).
+				WithHint("ask a global admin (the worker's --admins) to change them, or leave them as they are")
+		}
+	}
 	if err := s.refuseWhileLocked(ctx, req.Project); err != nil {
 		return nil, err
 	}
@@ -115,16 +164,14 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	}
 	now := s.Now().UTC()
 	p := &berth.Project{
-		Name: req.Project, Workspace: ws, Production: prod,
+		Name: req.Project, Workspace: ws, Workspaces: extra, Production: prod,
 		ComposeProject: a.ComposeProject, ComposeFiles: files,
 		Services: services, PrimaryService: primary, Strategy: a.Strategy, RequireSecondApprover: a.RequireSecondApprover,
-		StabilizeS: a.StabilizeS, Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
+		ComposePolicy: a.ComposePolicy, StabilizeS: a.StabilizeS, Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
 		CreatedAt: now, UpdatedAt: now, UpdatedBy: req.User,
 	}
-	if old, err := s.Store.GetProject(ctx, req.Project); err == nil {
+	if old != nil {
 		p.CreatedAt = old.CreatedAt
-	} else if events.ErrorCode(err) != events.CodeNotFound {
-		return nil, err
 	}
 	if err := s.Store.PutProject(ctx, p); err != nil {
 		return nil, err
@@ -166,6 +213,57 @@ func (s *Service) uniqueTarget(ctx context.Context, project, realProd, composePr
 		}
 	}
 	return nil
+}
+
+// placementChanges names what a config.set changes of where a project
+// lives: its directories, compose project and files, strategy.
+func placementChanges(old *berth.Project, ws, prod, composeProject string, files []string, strategy string, workspaces []string) []string {
+	var out []string
+	add := func(changed bool, what string) {
+		if changed {
+			out = append(out, what)
+		}
+	}
+	add(old.Workspace != ws, "workspace")
+	add(!slices.Equal(old.Workspaces, workspaces), "workspaces")
+	add(old.Production != prod, "production")
+	add(old.ComposeProject != composeProject, "compose_project")
+	add(!slices.Equal(old.ComposeFiles, files), "compose_files")
+	add(cmp.Or(old.Strategy, "copy") != strategy, "strategy")
+	return out
+}
+
+// checkPlacement checks, at every plan and run, that the project's
+// directories still lie inside the roots and are what config.set stored:
+// a directory replaced by a symbolic link since (to another project's, or
+// outside the roots) is refused.
+func (s *Service) checkPlacement(p *berth.Project) error {
+	for _, d := range append([]string{p.Workspace, p.Production}, p.Workspaces...) {
+		field := "workspace"
+		if d == p.Production {
+			field = "production"
+		}
+		if _, err := s.confinedDir(field, d); err != nil {
+			return err
+		}
+		if p.Strategy == "symlink" && d == p.Production {
+			if rp, _ := filepath.EvalSymlinks(d); rp != mustReal(p.Workspace) {
+				return events.Errorf(events.CodeBadRequest, "production %s no longer links to the workspace %s", d, p.Workspace).
+					WithHint("restore the link, or configure the project again with config.set")
+			}
+			continue
+		}
+		if real, _ := filepath.EvalSymlinks(d); real != d {
+			return events.Errorf(events.CodeBadRequest, "the %s directory %s now resolves to %s: it was replaced by a symbolic link", field, d, real).
+				WithHint("restore the directory, or configure the project again with config.set (a global admin)")
+		}
+	}
+	return nil
+}
+
+func mustReal(path string) string {
+	r, _ := filepath.EvalSymlinks(path)
+	return r
 }
 
 // refuseWhileLocked refuses to change a project while a mutation holds its

@@ -72,6 +72,9 @@ func (s *Service) mutate(ctx context.Context, req *Request, rep Reporter, m *mut
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkPlacement(p); err != nil {
+		return nil, err
+	}
 	args := req.Args
 	var c *berth.Confirmation
 	switch {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -56,12 +57,16 @@ type DeployArgs struct {
 
 // DeployPlan is the plan of a deploy.
 type DeployPlan struct {
-	Strategy   string               `json:"strategy"`
-	Workspace  string               `json:"workspace"`
-	Production string               `json:"production"`
-	Files      filesync.PlanSummary `json:"files"`
-	NeedsBuild bool                 `json:"needs_build"`
-	Steps      []string             `json:"steps"`
+	// PrivilegeWidening lists the compose settings of the release that give
+	// a service more reach over the host than production's gave it (see
+	// docs/security.md): shown first.
+	PrivilegeWidening []Widening           `json:"privilege_widening,omitempty"`
+	Strategy          string               `json:"strategy"`
+	Workspace         string               `json:"workspace"`
+	Production        string               `json:"production"`
+	Files             filesync.PlanSummary `json:"files"`
+	NeedsBuild        bool                 `json:"needs_build"`
+	Steps             []string             `json:"steps"`
 }
 
 // DeployResult is the result data of a deploy.
@@ -93,12 +98,8 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 	}
 	ws := p.Workspace
 	if a.Workspace != "" {
-		if p.Strategy == "symlink" || p.Strategy == "registry" {
-			return nil, events.Errorf(events.CodeBadRequest, "workspace cannot be chosen per deploy with strategy %s", p.Strategy).
-				WithHint("only strategy copy deploys from another directory")
-		}
 		var err error
-		if ws, err = s.confinedDir("workspace", a.Workspace); err != nil {
+		if ws, err = s.deployWorkspace(p, a.Workspace); err != nil {
 			return nil, err
 		}
 	}
@@ -134,7 +135,68 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 	dp := &DeployPlan{Strategy: "copy", Workspace: ws, Production: p.Production, Files: fp.Summary(planPathsShown),
 		NeedsBuild: !fp.Empty()}
 	dp.Steps = deployOp.plannedSteps(dp)
+	if dp.PrivilegeWidening, err = s.composeWidenings(ctx, p, ws, fp); err != nil {
+		return nil, err
+	}
 	return &plan{Data: dp, Digest: fp.Digest + ":" + ws, state: fp}, nil
+}
+
+// deployWorkspace checks a deploy's workspace argument: the project's
+// workspace, or one of the directories a global admin allowed in
+// config.set workspaces. Any other directory is refused, whatever the
+// roots allow: it could be another project's.
+func (s *Service) deployWorkspace(p *berth.Project, dir string) (string, error) {
+	if p.Strategy == "symlink" || p.Strategy == "registry" {
+		return "", events.Errorf(events.CodeBadRequest, "workspace cannot be chosen per deploy with strategy %s", p.Strategy).
+			WithHint("only strategy copy deploys from another directory")
+	}
+	d, err := s.confinedDir("workspace", dir)
+	if err != nil {
+		return "", err
+	}
+	real, _ := filepath.EvalSymlinks(d)
+	if real == p.Workspace || slices.Contains(p.Workspaces, real) {
+		return real, nil
+	}
+	allowed := append([]string{p.Workspace}, p.Workspaces...)
+	return "", events.Errorf(events.CodeForbidden, "%s is not a workspace of project %s", dir, p.Name).
+		With("workspaces", allowed).
+		WithHint("deploy from one of: " + strings.Join(allowed, ", ") + "; a global admin adds directories with config.set workspaces")
+}
+
+// composeWidenings compares the workspace's compose model with
+// production's when the plan changes a compose file, and applies the
+// project's compose policy: "refuse" turns a widening into forbidden.
+func (s *Service) composeWidenings(ctx context.Context, p *berth.Project, ws string, fp *filesync.Plan) ([]Widening, error) {
+	changed := false
+	for _, c := range slices.Concat(fp.Added, fp.Modified) {
+		changed = changed || slices.Contains(p.ComposeFiles, c.Path)
+	}
+	if !changed {
+		return nil, nil
+	}
+	before, err := s.Engine.ComposeModel(ctx, composeSpec(p))
+	if err != nil {
+		before = nil // production's files do not load: every service is new
+	}
+	after, err := s.Engine.ComposeModel(ctx, berth.ComposeSpec{Dir: ws, Files: p.ComposeFiles, Project: p.ComposeProject})
+	if err != nil {
+		e := events.AsError(err)
+		return nil, events.Errorf(e.Code, "the workspace's compose files do not load: %s", e.Message).
+			WithHint("fix the compose files in the workspace; `docker compose config` there shows the same error")
+	}
+	w := privilegeWidenings(before, after, p.Production, ws)
+	if len(w) > 0 && p.ComposePolicy == "refuse" {
+		lines := make([]string, len(w))
+		for i, x := range w {
+			lines[i] = x.String()
+		}
+		return nil, events.Errorf(events.CodeForbidden, "project %s refuses compose changes that widen a service's reach over the host: %s",
+			p.Name, strings.Join(lines, "; ")).
+			With("privilege_widening", w).
+			WithHint("change the compose files, or have a global admin set compose_policy to warn (config.set)")
+	}
+	return w, nil
 }
 
 // plannedSteps lists the steps a deploy of dp runs, for its plan.

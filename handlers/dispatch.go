@@ -3,9 +3,9 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +35,10 @@ type Delivery struct {
 	// InProgress tells the server the command is still being worked on,
 	// so it is not redelivered during long work. May be nil.
 	InProgress func()
+	// Release, when set, frees the intake's slot the command holds before
+	// it ends (a follow moves to a lane of its own). It may be called more
+	// than once.
+	Release func()
 }
 
 // Emitter publishes events and replies.
@@ -82,19 +86,18 @@ type Dispatcher struct {
 	Heartbeat time.Duration
 	// RetryDelay is the delay of a Retry (default 2 s).
 	RetryDelay time.Duration
-	// Authorize, when set, checks a decoded request before its handler
-	// runs; its error is the result.
-	Authorize func(ctx context.Context, req *Request) error
-	// Verify, when set, checks a command's signature and returns it; its
-	// error (unauthorized) is the result. ClaimSignature then refuses a
-	// signature already used by another message (a replay) within
-	// SignatureWindow.
-	Verify          func(subject string, header map[string][]string, body []byte) (string, error)
-	ClaimSignature  func(ctx context.Context, sig string, seq uint64, ttl time.Duration) (bool, error)
-	SignatureWindow time.Duration
-	Now             func() time.Time
+	// Admission checks a command before its handler: signature, decoding,
+	// key, replay, subject, reply_to, role. Its Mux and Subjects are the
+	// Dispatcher's when not set.
+	Admission *Admission
+	Now       func() time.Time
 	// Observer, when set, is told of every answered command (metrics).
 	Observer Observer
+	// Limits bound each command's time, the follows and each user's share.
+	Limits Limits
+
+	usage usage
+	once  sync.Once
 }
 
 // Observer receives measurements of the worker's work, for metrics. The
@@ -173,66 +176,48 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		d.Log.Error().Str("subject", del.Subject).Err(err).Msg("command on a subject outside the command space")
 		return Decision{Verdict: Term, Reason: err.Error()}
 	}
-	cmd, decErr := events.DecodeCommand(del.Data)
-	id := d.requestID(cmd, del)
-	r := &run{d: d, ev: events.Event{RequestID: id, Project: project, Action: action}, start: now, del: del}
-	if cmd != nil {
-		r.ev.User = cmd.User
-		r.replyTo = cmd.ReplyTo
+	r := &run{d: d, ev: events.Event{Project: project, Action: action}, start: now, del: del, ctx: ctx}
+	t, admitErr := d.admission().Admit(ctx, &Inbound{Subject: del.Subject, Project: project, Action: action, Body: del.Data,
+		Header: del.Header, MsgID: del.MsgID, Seq: del.StreamSeq}, now)
+	r.ticket = t
+	if !t.Trusted {
+		// Nothing the message says about its sender can be believed: its
+		// refusal goes apart, never under the user and id it claims.
+		r.ev.RequestID = d.refusedRef(del)
+		log := d.Log.With().Str("request_id", r.ev.RequestID).Str("project", project).Str("action", action).Logger()
+		r.log, r.ctx = &log, log.WithContext(ctx)
+		return r.finish(r.ctx, nil, admitErr)
 	}
-	log := d.Log.With().Str("request_id", id).Str("project", project).Str("action", action).Logger()
-	if cmd != nil {
-		log = log.With().Str("user", cmd.User).Logger()
-	}
+	r.ev.RequestID, r.ev.User = t.ID, t.User
+	log := d.Log.With().Str("request_id", t.ID).Str("project", project).Str("action", action).Str("user", t.User).Logger()
 	ctx = log.WithContext(ctx)
-	r.log = &log
-	r.ctx = ctx
-
-	// Nothing is recorded for a command until it is known to be genuine
-	// and well-formed (r.rec stays nil): a forged or broken command must
-	// not overwrite the record of a real request that shares its id.
-	if d.Verify != nil {
-		sig, err := d.Verify(del.Subject, del.Header, del.Data)
-		if err != nil {
-			return r.finish(ctx, nil, err)
-		}
-		if d.ClaimSignature != nil {
-			fresh, err := d.ClaimSignature(ctx, sig, del.StreamSeq, 2*d.SignatureWindow+time.Minute)
-			if err != nil {
-				return r.finish(ctx, nil, err)
-			}
-			if !fresh {
-				return r.finish(ctx, nil, events.Errorf(events.CodeUnauthorized, "this signed command was already used").
-					WithHint("sign every command anew, with a fresh timestamp"))
-			}
-		}
-		r.signed = true
+	r.log, r.ctx = &log, ctx
+	if admitErr != nil {
+		return r.finish(ctx, nil, admitErr)
 	}
-	if !events.ValidProject(project) {
-		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "project name %q is not valid", project).
-			WithHint("use lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters"))
-	}
+	r.replyTo = t.ReplyTo
+	req := t.Req
+	req.Delivery = int(del.NumDelivered)
 	h := d.Mux.Handler(action)
-	if h == nil {
-		return r.finish(ctx, nil, UnknownActionError(action, d.Mux))
+	// Every command has a deadline; a follow runs in a lane of its own,
+	// and no user may hold more than its share of either lane.
+	d.once.Do(d.Limits.setDefaults)
+	follow := followOf(action, req.Args)
+	free, err := d.usage.admit(&d.Limits, t.User, follow > 0, action == events.ActionLogs)
+	if err != nil {
+		return r.finish(ctx, nil, err)
 	}
-	if decErr != nil {
-		return r.finish(ctx, nil, decErr)
+	defer free()
+	if follow > 0 && del.Release != nil {
+		del.Release() // the read lane's slot goes to the next command
 	}
-	if rt := cmd.ReplyTo; rt != "" && d.reservedSubject(rt) {
-		// The worker may publish where a bot may not: never on its own
-		// subjects or the server's API on a bot's behalf.
-		r.replyTo = ""
-		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "reply_to %q is not allowed", rt).
-			WithHint("use an inbox subject of your own, such as _INBOX.<id>, or leave reply_to out"))
-	}
-
-	req := &Request{ID: id, Project: project, Action: action, User: cmd.User, Args: cmd.Args,
-		Confirm: cmd.Confirm, Received: now, Delivery: int(del.NumDelivered)}
-	// A pure read delivered for the first time is authorized and answered
-	// while its record is begun; the answer is used only if the command
-	// turns out to be new. A redelivery waits for its record: it is the
-	// stored result that answers it.
+	ctx, cancel := withDeadline(ctx, d.Limits.deadline(action, follow))
+	defer cancel()
+	r.ctx = ctx
+	// A pure read delivered for the first time is answered while its
+	// record is begun; the answer is used only if the command turns out to
+	// be new. A redelivery waits for its record: it is the stored result
+	// that answers it.
 	var early func() speculation
 	if pureRead(action) && del.NumDelivered <= 1 {
 		early = d.speculate(ctx, h, *req, r)
@@ -241,8 +226,8 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 
 	// Idempotency: a command already done re-publishes its result.
 	resumed := false
-	rec := &berth.RequestRecord{ID: id, Project: project, Action: action, User: cmd.User, State: berth.RequestRunning,
-		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq}
+	rec := &berth.RequestRecord{ID: t.ID, Project: project, Action: action, User: t.User, State: berth.RequestRunning,
+		Worker: d.WorkerID, StartedAt: now, StreamSeq: del.StreamSeq, KeyID: t.KeyID()}
 	existing, created, err := d.Store.BeginRequest(ctx, rec, d.recordTTL())
 	r.rec = rec
 	switch {
@@ -250,11 +235,13 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		log.Warn().Err(err).Msg("no request record (store unavailable); serving the read-only command anyway")
 		r.rec = nil
 	case err != nil:
-		return r.finish(ctx, nil, err)
-	case !created && (existing.Project != project || existing.Action != action || (existing.User != "" && existing.User != cmd.User)):
-		// Another command's id: never hand out its result.
 		r.rec = nil
-		return r.finish(ctx, nil, events.Errorf(events.CodeBadRequest, "request id %q is already used by another command", id).
+		return r.finish(ctx, nil, err)
+	case !created && (existing.Project != project || existing.Action != action || existing.KeyID != t.KeyID()):
+		// Another command of this user's with this id: never hand out its
+		// result, nor run this one under its id.
+		r.rec = nil
+		return r.finish(ctx, nil, events.Errorf(events.CodeConflict, "request id %q of %s is already used by another command (%s of %s)", t.ID, t.User, existing.Action, existing.Project).
 			WithHint("give every command a fresh id (a UUID), or leave id out"))
 	case !created && existing.State == berth.RequestDone && len(existing.Result) > 0:
 		log.Info().Uint64("delivery", del.NumDelivered).Msg("command already done: re-publishing its result")
@@ -273,27 +260,47 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		// Another message with this request id is being worked on: come
 		// back when it is done, and re-publish its result then.
 		log.Warn().Str("worker", existing.Worker).Msg("a command with this request id is already running; retrying the duplicate later")
-		return d.retry(del, "duplicate of running request "+id)
+		return d.retry(del, "duplicate of running request "+t.ID)
 	}
 
 	req.Resumed = resumed
 	r.req = req
+	r.accepted(action)
 	if early != nil {
 		sp := early()
-		if sp.authErr != nil {
-			return r.finish(ctx, nil, sp.authErr)
-		}
-		r.accepted(action)
-		return r.finish(ctx, sp.data, sp.err)
+		return r.finish(ctx, sp.data, timedOut(ctx, sp.err))
 	}
-	if d.Authorize != nil {
-		if err := d.Authorize(ctx, req); err != nil {
-			return r.finish(ctx, nil, err)
-		}
+	data, herr := SafeHandle(ctx, h, req, r)
+	return r.finish(ctx, data, timedOut(ctx, herr))
+}
+
+// timedOut turns the error of a handler cut by its deadline into timeout.
+func timedOut(ctx context.Context, err error) error {
+	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return err
 	}
-	r.accepted(action)
-	data, herr := safeHandle(ctx, h, req, r)
-	return r.finish(ctx, data, herr)
+	if e := events.AsError(err); e.Code != events.CodeInternal && e.Code != events.CodeTimeout {
+		return err
+	}
+	return events.Errorf(events.CodeTimeout, "%v", context.Cause(ctx)).
+		WithHint("ask for less (a shorter tail or follow_s, a narrower grep or since), or try again when the engine is less busy")
+}
+
+// admission is the Dispatcher's admission chain.
+func (d *Dispatcher) admission() *Admission {
+	if d.Admission != nil {
+		return d.Admission
+	}
+	return &Admission{Mux: d.Mux, Subjects: d.Subjects}
+}
+
+// refusedRef names a message refused before its sender could be trusted:
+// its stream sequence, or a random id.
+func (d *Dispatcher) refusedRef(del Delivery) string {
+	if del.StreamSeq != 0 {
+		return fmt.Sprintf("seq%d", del.StreamSeq)
+	}
+	return "r" + strings.ReplaceAll(uuid.NewString(), "-", "")
 }
 
 // pureRead reports whether an action only reads and reports nothing but
@@ -308,25 +315,19 @@ func pureRead(action string) bool {
 }
 
 // speculation is the outcome of a pure read run before its record was
-// begun: the authorization's refusal, or the handler's answer.
+// begun.
 type speculation struct {
-	authErr error
-	data    any
-	err     error
+	data any
+	err  error
 }
 
-// speculate authorizes and runs a pure read on its own goroutine, on a
-// copy of the request; the returned function waits for its outcome.
+// speculate runs a pure read on its own goroutine, on a copy of the
+// request; the returned function waits for its outcome.
 func (d *Dispatcher) speculate(ctx context.Context, h Handler, req Request, rep Reporter) func() speculation {
 	ch := make(chan speculation, 1)
 	go func() {
 		var sp speculation
-		if d.Authorize != nil {
-			sp.authErr = d.Authorize(ctx, &req)
-		}
-		if sp.authErr == nil {
-			sp.data, sp.err = safeHandle(ctx, h, &req, rep)
-		}
+		sp.data, sp.err = SafeHandle(ctx, h, &req, rep)
 		ch <- sp
 	}()
 	return sync.OnceValue(func() speculation { return <-ch })
@@ -345,20 +346,6 @@ func (r *run) accepted(action string) {
 	r.log.WithLevel(lvl).Msg("command accepted")
 }
 
-// reservedSubject reports whether a reply_to names the server's API or one
-// of the worker's own subject spaces (commands, events, audit, queries).
-func (d *Dispatcher) reservedSubject(s string) bool {
-	if strings.HasPrefix(s, "$") {
-		return true
-	}
-	for _, space := range []string{"cmd", "evt", "audit", "q"} {
-		if strings.HasPrefix(s, d.Subjects.Prefix+"."+space+".") || s == d.Subjects.Prefix+"."+space {
-			return true
-		}
-	}
-	return false
-}
-
 // UnknownActionError is the bad_request answer to an unknown action.
 func UnknownActionError(action string, m *Mux) *events.Error {
 	return events.Errorf(events.CodeBadRequest, "unknown action %q", action).
@@ -366,7 +353,9 @@ func UnknownActionError(action string, m *Mux) *events.Error {
 		WithHint("use one of: " + strings.Join(m.Actions(), ", "))
 }
 
-func safeHandle(ctx context.Context, h Handler, req *Request, rep Reporter) (data any, err error) {
+// SafeHandle runs a handler, turning a panic into an internal error: one
+// request's bug must not take the worker down.
+func SafeHandle(ctx context.Context, h Handler, req *Request, rep Reporter) (data any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			zerolog.Ctx(ctx).Error().Interface("panic", p).Msg("handler panicked")
@@ -375,19 +364,6 @@ func safeHandle(ctx context.Context, h Handler, req *Request, rep Reporter) (dat
 		}
 	}()
 	return h.Handle(ctx, req, rep)
-}
-
-func (d *Dispatcher) requestID(cmd *events.Command, del Delivery) string {
-	switch {
-	case cmd != nil && cmd.ID != "":
-		return cmd.ID
-	case events.ValidRequestID(del.MsgID):
-		return del.MsgID
-	case del.StreamSeq == 0:
-		return uuid.NewString()
-	default:
-		return uuid.NewSHA1(requestNamespace, fmt.Appendf(nil, "%s:%d", d.Subjects.Prefix, del.StreamSeq)).String()
-	}
 }
 
 func (d *Dispatcher) heartbeat(del Delivery) func() {
@@ -457,9 +433,13 @@ type run struct {
 	ctx context.Context
 	// req is the request once decoded; handlers annotate it for history.
 	req *Request
-	// signed is set when the command carried a valid signature.
-	signed bool
+	// ticket is what the admission learned of the command.
+	ticket *Ticket
 }
+
+// trusted reports whether the command's user and id can be believed, so
+// that its events go under them.
+func (r *run) trusted() bool { return r.ticket != nil && r.ticket.Trusted }
 
 func (r *run) emit(ctx context.Context, kind events.Kind, fill func(*events.Event)) ([]byte, error) {
 	body, seq, err := r.encode(kind, fill)
@@ -485,8 +465,14 @@ func (r *run) encode(kind events.Kind, fill func(*events.Event)) ([]byte, uint64
 // publish sends an encoded event; its message id makes a re-publish of
 // the same event a no-op in the event stream.
 func (r *run) publish(ctx context.Context, kind events.Kind, seq uint64, body []byte) error {
-	subject := r.d.Subjects.Event(r.ev.Project, r.ev.RequestID, kind)
-	msgID := fmt.Sprintf("%s.%s.%d", r.ev.RequestID, kind, seq)
+	var subject, msgID string
+	if r.trusted() {
+		subject = r.d.Subjects.Event(r.ev.Project, r.ev.User, r.ev.RequestID, kind)
+		msgID = fmt.Sprintf("%s.%s.%s.%d", events.UserToken(r.ev.User), r.ev.RequestID, kind, seq)
+	} else {
+		subject = r.d.Subjects.Refused(r.ev.Project, r.ev.RequestID)
+		msgID = fmt.Sprintf("%s.%s.%d", events.RefusedTokenScope, r.ev.RequestID, seq)
+	}
 	if err := r.d.Emitter.Emit(ctx, subject, msgID, body, kind == events.KindResult); err != nil {
 		r.log.Warn().Err(err).Str("kind", string(kind)).Msg("cannot publish event")
 		return err
@@ -644,7 +630,13 @@ func (r *run) finish(ctx context.Context, data any, herr error) Decision {
 // record is logged, and the history in Redis keeps the operation too.
 func (r *run) audit(ctx context.Context, ok bool, e *events.Error, dur int64) {
 	rec := events.AuditRecord{RequestID: r.ev.RequestID, Project: r.ev.Project, Action: r.ev.Action, User: r.ev.User,
-		TS: events.Timestamp(r.d.now()), OK: ok, DurationMS: dur, Delivery: r.del.NumDelivered, Signed: r.signed}
+		TS: events.Timestamp(r.d.now()), OK: ok, DurationMS: dur, Delivery: r.del.NumDelivered}
+	if t := r.ticket; t != nil {
+		rec.Signed, rec.KeyID = t.Signed != nil, t.KeyID()
+		if !t.Trusted {
+			rec.ClaimedUser = t.User
+		}
+	}
 	if e != nil {
 		rec.ErrorCode = e.Code
 	}
@@ -656,11 +648,22 @@ func (r *run) audit(ctx context.Context, ok bool, e *events.Error, dur int64) {
 	}
 	body, err := json.Marshal(&rec)
 	if err == nil {
-		err = r.d.Emitter.Emit(ctx, r.d.Subjects.Audit(r.ev.Project, r.ev.Action), r.ev.RequestID+".audit."+strconv.FormatUint(r.del.NumDelivered, 10), body, false)
+		err = r.d.Emitter.Emit(ctx, r.d.Subjects.Audit(r.ev.Project, r.ev.Action), r.auditID(), body, false)
 	}
 	if err != nil {
 		r.log.Warn().Err(err).Msg("cannot publish the audit record")
 	}
+}
+
+// auditID is the audit record's message id: its command message's stream
+// sequence, which no client chooses (a redelivery of the same message is
+// the same command, recorded once), or a random one for a message no
+// stream keeps.
+func (r *run) auditID() string {
+	if r.del.StreamSeq != 0 {
+		return fmt.Sprintf("audit.seq%d", r.del.StreamSeq)
+	}
+	return "audit.r" + strings.ReplaceAll(uuid.NewString(), "-", "")
 }
 
 // FinishTimeout bounds the storing, publishing and acknowledging of a

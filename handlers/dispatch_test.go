@@ -32,7 +32,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	mux := NewMux()
 	svc.Register(mux)
-	d := &Dispatcher{Mux: mux, Store: st, Emitter: em, Subjects: events.NewSubjects(""), Log: zerolog.Nop(), WorkerID: "test"}
+	d := &Dispatcher{Mux: mux, Store: st, Emitter: em, Subjects: events.NewSubjects(""), Log: zerolog.Nop(), WorkerID: "test",
+		Admission: &Admission{Mux: mux, Subjects: events.NewSubjects("")}}
 	return &fixture{st, en, em, d, svc}
 }
 
@@ -146,7 +147,7 @@ func TestDispatchEventsAreSequencedAndResultIsDurable(t *testing.T) {
 		if e.ev.Seq != uint64(i+1) {
 			t.Fatalf("event %d has seq %d", i, e.ev.Seq)
 		}
-		if e.subject != "berth.evt.po.h1."+string(e.ev.Kind) {
+		if e.subject != "berth.evt.po.t:1.h1."+string(e.ev.Kind) {
 			t.Fatalf("subject %q", e.subject)
 		}
 		if e.durable != (e.ev.Kind == events.KindResult) {
@@ -241,7 +242,7 @@ func (f *fixture) st() *memStore { return f.store }
 
 func TestDispatchRunningRequest(t *testing.T) {
 	f := newFixture(t)
-	f.store.reqs["r9"] = &berth.RequestRecord{ID: "r9", Project: "po", Action: "history", State: berth.RequestRunning, StreamSeq: 5, StartedAt: time.Now()}
+	f.store.reqs[reqKey("t:1", "r9")] = &berth.RequestRecord{ID: "r9", User: "t:1", Project: "po", Action: "history", State: berth.RequestRunning, StreamSeq: 5, StartedAt: time.Now()}
 	body := []byte(`{"id":"r9","user":"t:1"}`)
 	// Another message with the same id while the first runs: retried later.
 	dec := f.disp.Process(context.Background(), Delivery{Subject: "berth.cmd.po.history", Data: body, StreamSeq: 6, NumDelivered: 1, MaxDeliver: 5})
@@ -250,7 +251,7 @@ func TestDispatchRunningRequest(t *testing.T) {
 	}
 	// The same message redelivered: its worker died, this one takes over.
 	dec = f.disp.Process(context.Background(), Delivery{Subject: "berth.cmd.po.history", Data: body, StreamSeq: 5, NumDelivered: 2, MaxDeliver: 5})
-	if dec.Verdict != Ack || len(f.em.results()) != 1 || f.store.reqs["r9"].State != berth.RequestDone {
+	if dec.Verdict != Ack || len(f.em.results()) != 1 || f.store.reqs[reqKey("t:1", "r9")].State != berth.RequestDone {
 		t.Fatalf("redelivery of a running request: %+v, results %d", dec, len(f.em.results()))
 	}
 }
@@ -259,7 +260,7 @@ func TestDispatchAuditsEveryCommandRefusedOnesToo(t *testing.T) {
 	f := newFixture(t)
 	f.deliver(t, "berth.cmd.po.history", `{"id":"a1","user":"t:1"}`)
 	f.deliver(t, "berth.cmd.po.status", `{"id":"a2","user":"t:2","bogus":1}`)
-	f.disp.Authorize = func(context.Context, *Request) error { return events.Errorf(events.CodeForbidden, "no") }
+	f.disp.Admission.Authorize = func(context.Context, *Request) error { return events.Errorf(events.CodeForbidden, "no") }
 	f.deliver(t, "berth.cmd.po.status", `{"id":"a3","user":"t:3"}`)
 	if len(f.em.audits) != 3 {
 		t.Fatalf("%d audit records, want 3", len(f.em.audits))
@@ -283,21 +284,32 @@ func TestDispatchAuditsEveryCommandRefusedOnesToo(t *testing.T) {
 	}
 }
 
-func TestDispatchRequestIDOfAnotherCommandIsRefused(t *testing.T) {
+// A request is its user's: another command of the same user with the id
+// is refused (conflict), without touching the first one's record; another
+// user's command with the same id is a request of its own, with its own
+// record and events.
+func TestDispatchRequestIDIsPerUser(t *testing.T) {
 	f := newFixture(t)
 	f.deliver(t, "berth.cmd.po.history", `{"id":"same","user":"t:alice"}`)
 	for _, c := range []struct{ subject, body string }{
 		{"berth.cmd.po.status", `{"id":"same","user":"t:alice"}`},     // other action
 		{"berth.cmd.other.history", `{"id":"same","user":"t:alice"}`}, // other project
-		{"berth.cmd.po.history", `{"id":"same","user":"t:mallory"}`},  // other user
 	} {
 		_, res := f.deliver(t, c.subject, c.body)
-		if res.Error == nil || res.Error.Code != events.CodeBadRequest || res.Data != nil {
+		if res.Error == nil || res.Error.Code != events.CodeConflict || res.Data != nil {
 			t.Fatalf("%s %s: %+v (data %s)", c.subject, c.body, res.Error, res.Data)
 		}
 	}
-	if rec := f.store.reqs["same"]; rec.Action != "history" || rec.User != "t:alice" || rec.State != berth.RequestDone {
+	if rec := f.store.reqs[reqKey("t:alice", "same")]; rec.Action != "history" || rec.User != "t:alice" || rec.State != berth.RequestDone {
 		t.Fatalf("the first request's record was overwritten: %+v", rec)
+	}
+	_, res := f.deliver(t, "berth.cmd.po.history", `{"id":"same","user":"t:mallory"}`)
+	if res.Error != nil || res.User != "t:mallory" {
+		t.Fatalf("another user's request with the same id: %+v", res)
+	}
+	last := f.em.events[len(f.em.events)-1]
+	if last.subject != "berth.evt.po.t:mallory.same.result" {
+		t.Fatalf("another user's result on %s", last.subject)
 	}
 }
 
@@ -348,7 +360,7 @@ func TestDispatchPureReadAnsweredAlongsideItsRecord(t *testing.T) {
 	if !*first.OK || f.engine.calls != 1 {
 		t.Fatalf("first status %+v, engine calls %d", first, f.engine.calls)
 	}
-	if rec := f.st().reqs["s-1"]; rec == nil || rec.State != berth.RequestDone {
+	if rec := f.st().reqs[reqKey("t:1", "s-1")]; rec == nil || rec.State != berth.RequestDone {
 		t.Fatalf("record after the answer: %+v", rec)
 	}
 	var kinds []events.Kind
@@ -374,7 +386,7 @@ func TestDispatchPureReadAnsweredAlongsideItsRecord(t *testing.T) {
 	}
 
 	// Refused: the handler never runs, and the refusal is the answer.
-	f.disp.Authorize = func(context.Context, *Request) error { return events.Errorf(events.CodeForbidden, "no") }
+	f.disp.Admission.Authorize = func(context.Context, *Request) error { return events.Errorf(events.CodeForbidden, "no") }
 	calls := f.engine.calls
 	_, refused := f.deliver(t, "berth.cmd.po.status", `{"id":"s-2","user":"t:2","args":{"refresh":true}}`)
 	if *refused.OK || refused.Error.Code != events.CodeForbidden || f.engine.calls != calls {

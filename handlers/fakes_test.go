@@ -121,19 +121,19 @@ func (m *memStore) BeginRequest(_ context.Context, rec *berth.RequestRecord, _ t
 	if err := m.err(); err != nil {
 		return nil, false, err
 	}
-	if r, ok := m.reqs[rec.ID]; ok {
+	if r, ok := m.reqs[reqKey(rec.User, rec.ID)]; ok {
 		cp := *r
 		return &cp, false, nil
 	}
 	cp := *rec
-	m.reqs[rec.ID] = &cp
+	m.reqs[reqKey(rec.User, rec.ID)] = &cp
 	return rec, true, nil
 }
 func (m *memStore) TakeOverRequest(_ context.Context, rec *berth.RequestRecord, _ time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cp := *rec
-	m.reqs[rec.ID] = &cp
+	m.reqs[reqKey(rec.User, rec.ID)] = &cp
 	return nil
 }
 func (m *memStore) FinishRequest(_ context.Context, rec *berth.RequestRecord, res json.RawMessage, _ time.Duration) error {
@@ -144,13 +144,13 @@ func (m *memStore) FinishRequest(_ context.Context, rec *berth.RequestRecord, re
 	}
 	r := *rec
 	r.State, r.Result = berth.RequestDone, res
-	m.reqs[rec.ID] = &r
+	m.reqs[reqKey(rec.User, rec.ID)] = &r
 	return nil
 }
-func (m *memStore) GetRequest(_ context.Context, id string) (*berth.RequestRecord, error) {
+func (m *memStore) GetRequest(_ context.Context, user, id string) (*berth.RequestRecord, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r, ok := m.reqs[id]
+	r, ok := m.reqs[reqKey(user, id)]
 	if !ok {
 		return nil, events.Errorf(events.CodeNotFound, "no request")
 	}
@@ -171,6 +171,9 @@ func (m *memStore) History(_ context.Context, p string, n int) ([]berth.HistoryE
 	}
 	return h, nil
 }
+
+// reqKey keys a request record: a request is its user's.
+func reqKey(user, id string) string { return user + "\x00" + id }
 
 // fakeEngine is a berth.Engine whose answers are fields.
 type fakeEngine struct {

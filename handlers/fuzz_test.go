@@ -1,12 +1,15 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 )
 
@@ -101,4 +104,36 @@ func checkConfined(t *testing.T, s *Service, realRoot, path string) {
 	if st, err := os.Stat(real); err != nil || !st.IsDir() {
 		t.Fatalf("confinedDir accepted %q, which is not a directory (%v)", got, err)
 	}
+}
+
+// FuzzAdmission sends arbitrary bodies and headers through the admission
+// chain of a worker that requires signatures with client keys: it never
+// panics, a message it trusts was signed by a key that may speak for the
+// user it claims, and one it admits is trusted.
+func FuzzAdmission(f *testing.F) {
+	key := auth.Key{ID: "k1", Secret: []byte("fuzz-key-secret-0123456789"), Users: []string{"t:a*"}, Projects: []string{"po"}}
+	signedBody := []byte(`{"id":"r1","user":"t:alice"}`)
+	ts, sig := auth.Sign(key.Secret, time.Unix(1800000000, 0), "berth.cmd.po.status", signedBody)
+	f.Add(signedBody, ts, sig, "k1", "po")
+	f.Add(signedBody, ts, sig, "", "po")
+	f.Add([]byte(`{"user":"t:bob"}`), ts, sig, "k1", "po")
+	f.Add([]byte(`{`), "", "", "", "po")
+	mux := NewMux()
+	mux.Handle(events.ActionStatus, HandlerFunc(func(context.Context, *Request, Reporter) (any, error) { return nil, nil }))
+	a := &Admission{Mux: mux, Subjects: events.NewSubjects(""),
+		Verifier: &auth.Verifier{Keys: []auth.Key{key}, Now: func() time.Time { return time.Unix(1800000000, 0) }}}
+	f.Fuzz(func(t *testing.T, body []byte, ts, sig, keyID, project string) {
+		h := map[string][]string{auth.HeaderTimestamp: {ts}, auth.HeaderSignature: {sig}}
+		if keyID != "" {
+			h[auth.HeaderKey] = []string{keyID}
+		}
+		tk, err := a.Admit(context.Background(), &Inbound{Subject: "berth.cmd." + project + ".status", Project: project,
+			Action: events.ActionStatus, Body: body, Header: h, Seq: 1}, time.Unix(1800000000, 0))
+		if tk.Trusted && (tk.Signed == nil || tk.Signed.Key.Allows(tk.User, project) != nil) {
+			t.Fatalf("trusted %q for %q without a key that may speak for it", tk.User, project)
+		}
+		if err == nil && (!tk.Trusted || tk.Req == nil || tk.Req.User != tk.User) {
+			t.Fatalf("admitted without trust: %+v", tk)
+		}
+	})
 }

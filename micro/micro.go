@@ -8,7 +8,6 @@
 package micro
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	natsmicro "github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
@@ -31,11 +29,11 @@ const Version = "1.0.0"
 
 // The endpoint names, as `nats micro info` lists them.
 const (
-	EndpointStatus   = "status"
-	EndpointLogs     = "logs"
-	EndpointConfig   = "config"
-	EndpointHistory  = "history"
-	EndpointProjects = "projects"
+	EndpointStatus   = events.EndpointStatus
+	EndpointLogs     = events.EndpointLogs
+	EndpointConfig   = events.EndpointConfig
+	EndpointHistory  = events.EndpointHistory
+	EndpointProjects = events.EndpointProjects
 )
 
 // DefaultTimeout bounds the work of one query.
@@ -48,12 +46,9 @@ type Config struct {
 	Subjects events.Subjects
 	// Service holds the handlers and the roles.
 	Service *handlers.Service
-	// Verify, when set, checks a query's signature over its subject and
-	// body (auth.Verifier.Verify); ClaimSignature then refuses a signature
-	// already used within SignatureWindow (a replayed query).
-	Verify          func(subject string, header map[string][]string, body []byte) (string, error)
-	ClaimSignature  func(ctx context.Context, sig string, seq uint64, ttl time.Duration) (bool, error)
-	SignatureWindow time.Duration
+	// Admission checks a query as it checks a command (signature, key,
+	// replay, decoding, subject, role); it is required.
+	Admission *handlers.Admission
 	// Observer, when set, is told of every query answered.
 	Observer handlers.Observer
 	Log      zerolog.Logger
@@ -73,15 +68,6 @@ type Server struct {
 	svc natsmicro.Service
 }
 
-// Query is the body of a query: who asks, and the action's arguments.
-type Query struct {
-	// ID is accepted for symmetry with commands and ignored: a query has
-	// no record and no events.
-	ID   string          `json:"id,omitempty"`
-	User string          `json:"user"`
-	Args json.RawMessage `json:"args,omitempty"`
-}
-
 // ProjectsResult is the answer of berth.q.projects.
 type ProjectsResult struct {
 	Projects []string `json:"projects"`
@@ -97,8 +83,8 @@ type endpoint struct {
 
 // Start registers the service and its endpoints on nc.
 func Start(nc *nats.Conn, cfg Config) (*Server, error) {
-	if cfg.Service == nil {
-		return nil, errors.New("micro: a handlers.Service is required")
+	if cfg.Service == nil || cfg.Admission == nil {
+		return nil, errors.New("micro: a handlers.Service and a handlers.Admission are required")
 	}
 	if cfg.Subjects.Prefix == "" {
 		cfg.Subjects = events.NewSubjects("")
@@ -110,7 +96,7 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 		cfg.QueueGroup = cfg.Subjects.Prefix + "-queries"
 	}
 	s := &Server{cfg: cfg, nc: nc}
-	md := map[string]string{"prefix": cfg.Subjects.Prefix, "signed": fmt.Sprint(cfg.Verify != nil)}
+	md := map[string]string{"prefix": cfg.Subjects.Prefix, "signed": fmt.Sprint(cfg.Admission.Verifier.Enabled())}
 	for k, v := range cfg.Metadata {
 		md[k] = v
 	}
@@ -226,52 +212,31 @@ func (s *Server) serve(r natsmicro.Request, ep endpoint) {
 	}
 }
 
-// answer checks and runs one query; its error is an *events.Error.
+// answer admits and runs one query; its error is an *events.Error.
 func (s *Server) answer(ctx context.Context, r natsmicro.Request, ep endpoint, log *zerolog.Logger) (any, error) {
-	subject, body := r.Subject(), r.Data()
-	if s.cfg.Verify != nil {
-		sig, err := s.cfg.Verify(subject, r.Headers(), body)
-		if err != nil {
-			return nil, err
-		}
-		if s.cfg.ClaimSignature != nil {
-			// Sequence 0: a query is never redelivered, so any second use
-			// of a signature is a replay.
-			fresh, err := s.cfg.ClaimSignature(ctx, sig, 0, 2*s.cfg.SignatureWindow+time.Minute)
-			if err != nil {
-				return nil, err
-			}
-			if !fresh {
-				return nil, events.Errorf(events.CodeUnauthorized, "this signed query was already used").
-					WithHint("sign every query anew, with a fresh timestamp")
-			}
-		}
-	}
 	project := ""
 	if ep.action != "" {
-		project = s.projectOf(subject)
-		if !events.ValidProject(project) {
-			return nil, events.Errorf(events.CodeBadRequest, "project name %q is not valid", project).
-				WithHint("use lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters")
-		}
+		project = s.projectOf(r.Subject())
 	}
-	q, err := DecodeQuery(body)
+	// Sequence 0: a query is never redelivered, so any second use of a
+	// signature is a replay.
+	t, err := s.cfg.Admission.Admit(ctx, &handlers.Inbound{Subject: r.Subject(), Project: project, Action: ep.action,
+		Body: r.Data(), Header: r.Headers(), Query: true}, time.Now())
+	if t.Trusted {
+		*log = log.With().Str("user", t.User).Logger()
+		ctx = log.WithContext(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
-	*log = log.With().Str("user", q.User).Logger()
-	ctx = log.WithContext(ctx)
 	if ep.action == "" {
-		return s.projects(ctx, q)
+		return s.projects(ctx, t.Cmd)
 	}
-	req := &handlers.Request{ID: "q-" + strings.ReplaceAll(uuid.NewString(), "-", ""), Project: project, Action: ep.action,
-		User: q.User, Args: q.Args, Received: time.Now(), Delivery: 1}
-	if err := s.cfg.Service.Authorize(ctx, req); err != nil {
-		return nil, err
-	}
+	req := t.Req
+	req.Delivery = 1
 	if ep.action == events.ActionLogs {
 		var a handlers.LogsArgs
-		if err := events.DecodeArgs(q.Args, &a); err != nil {
+		if err := events.DecodeArgs(req.Args, &a); err != nil {
 			return nil, err
 		}
 		if a.FollowS != 0 {
@@ -279,13 +244,13 @@ func (s *Server) answer(ctx context.Context, r natsmicro.Request, ep endpoint, l
 				WithHint(fmt.Sprintf("publish the logs command on %s.cmd.%s.logs and subscribe to its events, or leave follow_s out", s.cfg.Subjects.Prefix, project))
 		}
 	}
-	return safeHandle(ctx, ep.handler, req)
+	return handlers.SafeHandle(ctx, ep.handler, req, dropReporter{})
 }
 
 // projects lists the projects the user may view: all of them for a
 // global admin, else those where the user has a role or that allow
 // anonymous viewers.
-func (s *Server) projects(ctx context.Context, q *Query) (any, error) {
+func (s *Server) projects(ctx context.Context, q *events.Command) (any, error) {
 	if err := events.DecodeArgs(q.Args, &struct{}{}); err != nil {
 		return nil, err
 	}
@@ -313,40 +278,6 @@ func (s *Server) projectOf(subject string) string {
 	rest, _ := strings.CutPrefix(subject, s.cfg.Subjects.Prefix+".q.")
 	project, _, _ := strings.Cut(rest, ".")
 	return project
-}
-
-// DecodeQuery decodes a query body as strictly as a command body: a JSON
-// object with user (required) and args; unknown fields, wrong types,
-// invalid UTF-8 and trailing data are bad_request.
-func DecodeQuery(body []byte) (*Query, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, events.Errorf(events.CodeBadRequest, "the query body is empty").
-			WithHint(`send a JSON object, at least {"user":"<platform>:<id>"}`)
-	}
-	if !utf8.Valid(body) {
-		return nil, events.Errorf(events.CodeBadRequest, "the query body is not valid UTF-8").
-			WithHint("encode the JSON body as UTF-8")
-	}
-	var q Query
-	if err := events.DecodeStrict(body, &q); err != nil {
-		return nil, events.Errorf(events.CodeBadRequest, "the query body is not a valid query: %s", err).
-			WithHint(`fields are user and args (id is accepted and ignored); see docs/protocol.md`)
-	}
-	if err := (&events.Command{User: q.User}).Validate(); err != nil {
-		return nil, err
-	}
-	return &q, nil
-}
-
-func safeHandle(ctx context.Context, h handlers.HandlerFunc, req *handlers.Request) (data any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			zerolog.Ctx(ctx).Error().Interface("panic", p).Msg("query handler panicked")
-			data, err = nil, events.Errorf(events.CodeInternal, "the worker failed while answering this query: %v", p).
-				WithHint("report this with the time and the subject")
-		}
-	}()
-	return h(ctx, req, dropReporter{})
 }
 
 // dropReporter is the Reporter of a query: a query has no events, so

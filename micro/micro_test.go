@@ -136,11 +136,14 @@ func setup(t *testing.T, signed bool) *env {
 			t.Fatal(err)
 		}
 	}
-	cfg := micro.Config{Subjects: events.NewSubjects("berth"), Service: svc, Observer: e.obs, Log: zerolog.New(zerolog.NewTestWriter(t))}
+	mux := handlers.NewMux()
+	svc.Register(mux)
+	adm := &handlers.Admission{Mux: mux, Subjects: events.NewSubjects("berth"), Authorize: svc.Authorize}
+	cfg := micro.Config{Subjects: events.NewSubjects("berth"), Service: svc, Admission: adm, Observer: e.obs, Log: zerolog.New(zerolog.NewTestWriter(t))}
 	if signed {
 		e.secret = []byte("a-test-secret-of-32-bytes-......")
-		v := &auth.Verifier{Secrets: [][]byte{e.secret}}
-		cfg.Verify, cfg.ClaimSignature, cfg.SignatureWindow = v.Verify, st.ClaimSignature, auth.DefaultWindow
+		adm.Verifier = &auth.Verifier{Secrets: [][]byte{e.secret}}
+		adm.ClaimSignature, adm.SignatureWindow = st.ClaimSignature, auth.DefaultWindow
 	}
 	if e.srv, err = micro.Start(e.nc, cfg); err != nil {
 		t.Fatal(err)
@@ -392,12 +395,12 @@ func TestQueryStopDrains(t *testing.T) {
 }
 
 func TestDecodeQuery(t *testing.T) {
-	q, err := micro.DecodeQuery([]byte(`{"user":"cli:me","args":{"tail":3}}`))
+	q, err := events.DecodeQuery([]byte(`{"user":"cli:me","args":{"tail":3}}`))
 	if err != nil || q.User != "cli:me" || string(q.Args) != `{"tail":3}` {
 		t.Fatalf("%+v %v", q, err)
 	}
 	for _, b := range []string{`null`, `[]`, `{"user":" x"}`, `{"user":"a","confirm":"yes"}`, `{"user":"a","reply_to":"x"}`} {
-		if _, err := micro.DecodeQuery([]byte(b)); events.ErrorCode(err) != events.CodeBadRequest {
+		if _, err := events.DecodeQuery([]byte(b)); events.ErrorCode(err) != events.CodeBadRequest {
 			t.Fatalf("%s: %v", b, err)
 		}
 	}

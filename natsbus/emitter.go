@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/handlers"
 )
 
@@ -16,6 +17,9 @@ import (
 type Emitter struct {
 	nc *nats.Conn
 	js jetstream.JetStream
+	// secret, when set, signs every event and reply (auth.Sign), so that
+	// a client holding it can tell the worker's events from forged ones.
+	secret []byte
 	// reconnected fires when the connection to NATS is back after a loss.
 	reconnected signal
 }
@@ -26,9 +30,10 @@ var _ handlers.Emitter = (*Emitter)(nil)
 // connection voided is published again.
 const asyncRepublishes = 8
 
-// NewEmitter returns an Emitter on nc.
-func NewEmitter(nc *nats.Conn, js jetstream.JetStream) *Emitter {
-	e := &Emitter{nc: nc, js: js}
+// NewEmitter returns an Emitter on nc; a non-empty eventSecret signs every
+// event and reply it publishes.
+func NewEmitter(nc *nats.Conn, js jetstream.JetStream, eventSecret []byte) *Emitter {
+	e := &Emitter{nc: nc, js: js, secret: eventSecret}
 	status := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
 	go func() {
 		for st := range status {
@@ -45,7 +50,7 @@ func NewEmitter(nc *nats.Conn, js jetstream.JetStream) *Emitter {
 // Emit publishes one event. Durable events wait for the stream's ack;
 // others are published asynchronously, in order on the same connection.
 func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, durable bool) error {
-	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	msg := e.message(subject, body)
 	if durable {
 		// A publish retried after a lost ack is deduplicated by its id.
 		// One sent just before the connection broke is never answered:
@@ -110,6 +115,17 @@ func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, 
 	return nil
 }
 
+// message is a message to publish, signed when the emitter has a secret.
+func (e *Emitter) message(subject string, body []byte) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	if len(e.secret) > 0 {
+		ts, sig := auth.Sign(e.secret, time.Now(), subject, body)
+		msg.Header.Set(auth.HeaderTimestamp, ts)
+		msg.Header.Set(auth.HeaderSignature, sig)
+	}
+	return msg
+}
+
 // republishIfVoided publishes an event again when its publish was not
 // acknowledged: the client drops the pending acks when its connection
 // breaks, and a stopping server answers that no stream is there, while
@@ -145,5 +161,5 @@ func (e *Emitter) republishIfVoided(msg *nats.Msg, paf jetstream.PubAckFuture) {
 
 // Reply publishes body on a core-NATS subject.
 func (e *Emitter) Reply(_ context.Context, subject string, body []byte) error {
-	return e.nc.Publish(subject, body)
+	return e.nc.PublishMsg(e.message(subject, body))
 }

@@ -186,11 +186,12 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 			}
 			go func() {
 				defer work.Done()
-				defer release(sem, 1)
+				free := sync.OnceFunc(func() { release(sem, 1) })
+				defer free()
 				if o := in.disp.Observer; o != nil {
 					defer o.Inflight(name, -1)
 				}
-				in.handle(workCtx, m)
+				in.handle(workCtx, m, free)
 			}()
 		}
 		cancel()
@@ -268,8 +269,9 @@ func (in *Intake) reattach(ctx context.Context, lane string, c jetstream.Consume
 	}
 }
 
-func (in *Intake) handle(ctx context.Context, m jetstream.Msg) {
+func (in *Intake) handle(ctx context.Context, m jetstream.Msg, free func()) {
 	del := handlers.Delivery{
+		Release:    free,
 		Subject:    m.Subject(),
 		Data:       m.Data(),
 		MsgID:      m.Headers().Get(jetstream.MsgIDHeader),

@@ -345,11 +345,11 @@ func TestPermissionsWorker(t *testing.T) {
 	if err := msg.DoubleAck(ctx); err != nil {
 		t.Fatalf("ack the command: %v", err)
 	}
-	em := natsbus.NewEmitter(w.nc, w.js)
-	if err := em.Emit(ctx, subjects.Event("alpha", "r1", events.KindResult), "r1.result.1", []byte(`{}`), true); err != nil {
+	em := natsbus.NewEmitter(w.nc, w.js, nil)
+	if err := em.Emit(ctx, subjects.Event("alpha", "worker:test", "r1", events.KindResult), "r1.result.1", []byte(`{}`), true); err != nil {
 		t.Fatalf("emit an event: %v", err)
 	}
-	if err := em.Emit(ctx, subjects.Event("alpha", "r1", events.KindProgress), "r1.progress.2", []byte(`{}`), false); err != nil {
+	if err := em.Emit(ctx, subjects.Event("alpha", "worker:test", "r1", events.KindProgress), "r1.progress.2", []byte(`{}`), false); err != nil {
 		t.Fatalf("emit an event asynchronously: %v", err)
 	}
 	select {
@@ -439,6 +439,12 @@ func TestPermissionsDocumentedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	bot.wantViolation(t, `Publish to "berth.cmd.gamma.deploy"`)
+	// Events are the worker's to publish: a bot cannot forge a result, even
+	// of its own project's requests.
+	if err := bot.nc.Publish("berth.evt.alpha.telegram:1.r1.result", []byte(`{"ok":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	bot.wantViolation(t, `Publish to "berth.evt.alpha.telegram:1.r1.result"`)
 	for range 2 {
 		msg, err := fast.Next(jetstream.FetchMaxWait(5 * time.Second))
 		if err != nil {

@@ -3,6 +3,8 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+
+	"github.com/berth-ops/berth/events"
 )
 
 // DefaultPrefix is the prefix of every key when Config.Prefix is empty.
@@ -15,7 +17,7 @@ const DefaultPrefix = "berth:"
 //	<prefix>project:<p>                     string, JSON of berth.Project
 //	<prefix>projects                        set of configured project names
 //	<prefix>status:<p>                      string, JSON of berth.CachedStatus, with a TTL
-//	<prefix>req:<id>                        string, JSON of berth.RequestRecord, with a TTL
+//	<prefix>req:<user token>:<id>           string, JSON of berth.RequestRecord, with a TTL (a request is its user's)
 //	<prefix>history:<p>                     list of JSON berth.HistoryEntry, newest at the head, capped
 //	<prefix>confirm:<token>                 string, JSON of berth.Confirmation, with a TTL
 //	<prefix>confirm:<p>:<action>:<user>     string, the token of the latest pending confirmation of the triple, with a TTL
@@ -52,8 +54,11 @@ func (k Keys) Projects() string { return k.prefix + "projects" }
 // Status is the key of a project's cached status.
 func (k Keys) Status(project string) string { return k.prefix + "status:" + project }
 
-// Request is the key of a request's idempotency record.
-func (k Keys) Request(id string) string { return k.prefix + "req:" + id }
+// Request is the key of the idempotency record of a user's request: two
+// users' requests with the same id are two requests.
+func (k Keys) Request(user, id string) string {
+	return k.prefix + "req:" + events.UserToken(user) + ":" + id
+}
 
 // History is the key of a project's operation history.
 func (k Keys) History(project string) string { return k.prefix + "history:" + project }

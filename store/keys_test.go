@@ -1,6 +1,10 @@
 package store
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/berth-ops/berth/events"
+)
 
 func TestKeysCustomPrefix(t *testing.T) {
 	k := NewKeys("test/")
@@ -9,7 +13,8 @@ func TestKeysCustomPrefix(t *testing.T) {
 		{k.Project("web"), "test/project:web"},
 		{k.Projects(), "test/projects"},
 		{k.Status("web"), "test/status:web"},
-		{k.Request("r-1"), "test/req:r-1"},
+		{k.Request("telegram:1", "r-1"), "test/req:telegram:1:r-1"},
+		{k.Request("a b", "r-1"), "test/req:" + events.UserToken("a b") + ":r-1"},
 		{k.History("web"), "test/history:web"},
 		{k.Confirm("tok"), "test/confirm:tok"},
 		{k.ConfirmFor("web", "down", "alice"), "test/confirm:web:down:alice"},

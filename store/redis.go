@@ -398,7 +398,7 @@ func (s *Store) BeginRequest(ctx context.Context, rec *berth.RequestRecord, ttl 
 	if err != nil {
 		return nil, false, events.Errorf(events.CodeInternal, "encode request %q: %v", rec.ID, err)
 	}
-	key := s.keys.Request(rec.ID)
+	key := s.keys.Request(rec.User, rec.ID)
 	old, err := beginScript.Run(ctx, s.rdb, []string{key}, b, ttl.Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		return rec, true, nil
@@ -426,7 +426,7 @@ func (s *Store) TakeOverRequest(ctx context.Context, rec *berth.RequestRecord, t
 	if err != nil {
 		return events.Errorf(events.CodeInternal, "encode request %q: %v", rec.ID, err)
 	}
-	if err := s.rdb.Set(ctx, s.keys.Request(rec.ID), b, ttl).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.keys.Request(rec.User, rec.ID), b, ttl).Err(); err != nil {
 		return s.fail("take over request "+rec.ID, err)
 	}
 	return nil
@@ -450,16 +450,16 @@ func (s *Store) FinishRequest(ctx context.Context, rec *berth.RequestRecord, res
 	if err != nil {
 		return events.Errorf(events.CodeInternal, "encode the result of request %q: %v", rec.ID, err)
 	}
-	if err := s.rdb.Set(ctx, s.keys.Request(rec.ID), out, ttl).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.keys.Request(rec.User, rec.ID), out, ttl).Err(); err != nil {
 		return s.fail("finish request "+rec.ID, err)
 	}
 	return nil
 }
 
-// GetRequest returns the record of a request, or CodeNotFound.
-func (s *Store) GetRequest(ctx context.Context, id string) (*berth.RequestRecord, error) {
+// GetRequest returns the record of a user's request, or CodeNotFound.
+func (s *Store) GetRequest(ctx context.Context, user, id string) (*berth.RequestRecord, error) {
 	var rec berth.RequestRecord
-	if err := s.getJSON(ctx, "get request "+id, s.keys.Request(id), &rec); err != nil {
+	if err := s.getJSON(ctx, "get request "+id, s.keys.Request(user, id), &rec); err != nil {
 		if errors.Is(err, redis.Nil) {
 			return nil, notFound("the record expired or the request never reached this worker",
 				"no record of request %q", id)

@@ -263,7 +263,7 @@ func TestStatusExpires(t *testing.T) {
 
 func sampleRequest(id, worker string) *berth.RequestRecord {
 	return &berth.RequestRecord{
-		ID: id, Project: "web", Action: "up", State: berth.RequestRunning,
+		ID: id, User: "test:u", Project: "web", Action: "up", State: berth.RequestRunning,
 		Worker: worker, StartedAt: t0,
 	}
 }
@@ -277,7 +277,7 @@ func TestBeginRequestOnce(t *testing.T) {
 	if err != nil || !created || !reflect.DeepEqual(got, first) {
 		t.Fatalf("first BeginRequest = %+v, %v, %v; want the record, true", got, created, err)
 	}
-	pttl := s.Client().PTTL(ctx, s.Keys().Request("r1")).Val()
+	pttl := s.Client().PTTL(ctx, s.Keys().Request("test:u", "r1")).Val()
 	if pttl <= 0 || pttl > time.Hour {
 		t.Errorf("request PTTL = %v, want in (0, 1h]", pttl)
 	}
@@ -290,7 +290,7 @@ func TestBeginRequestOnce(t *testing.T) {
 		t.Errorf("second BeginRequest returned %+v, want the first record %+v", got, first)
 	}
 
-	stored, err := s.GetRequest(ctx, "r1")
+	stored, err := s.GetRequest(ctx, "test:u", "r1")
 	if err != nil || stored.Worker != "worker-a" {
 		t.Errorf("GetRequest = %+v, %v; want worker-a's record", stored, err)
 	}
@@ -306,11 +306,11 @@ func TestTakeOverRequest(t *testing.T) {
 	if err := s.TakeOverRequest(ctx, b, time.Minute); err != nil {
 		t.Fatalf("TakeOverRequest: %v", err)
 	}
-	got, err := s.GetRequest(ctx, "r1")
+	got, err := s.GetRequest(ctx, "test:u", "r1")
 	if err != nil || !reflect.DeepEqual(got, b) {
 		t.Errorf("GetRequest after take-over = %+v, %v; want %+v", got, err, b)
 	}
-	if pttl := s.Client().PTTL(ctx, s.Keys().Request("r1")).Val(); pttl <= 0 || pttl > time.Minute {
+	if pttl := s.Client().PTTL(ctx, s.Keys().Request("test:u", "r1")).Val(); pttl <= 0 || pttl > time.Minute {
 		t.Errorf("PTTL after take-over = %v, want in (0, 1m]", pttl)
 	}
 }
@@ -326,7 +326,7 @@ func TestFinishRequest(t *testing.T) {
 	if err := s.FinishRequest(ctx, begun, result, 10*time.Minute); err != nil {
 		t.Fatalf("FinishRequest: %v", err)
 	}
-	got, err := s.GetRequest(ctx, "r1")
+	got, err := s.GetRequest(ctx, "test:u", "r1")
 	if err != nil {
 		t.Fatalf("GetRequest: %v", err)
 	}
@@ -341,7 +341,7 @@ func TestFinishRequest(t *testing.T) {
 	if !reflect.DeepEqual(*got, want) {
 		t.Errorf("record %+v, want %+v", *got, want)
 	}
-	pttl := s.Client().PTTL(ctx, s.Keys().Request("r1")).Val()
+	pttl := s.Client().PTTL(ctx, s.Keys().Request("test:u", "r1")).Val()
 	if pttl <= 9*time.Minute || pttl > 10*time.Minute {
 		t.Errorf("PTTL after finish = %v, want the finish ttl (10m)", pttl)
 	}
@@ -359,7 +359,7 @@ func TestFinishMissingRequest(t *testing.T) {
 	if err := s.FinishRequest(ctx, sampleRequest("gone", "worker-a"), json.RawMessage(`{"ok":false}`), time.Minute); err != nil {
 		t.Fatalf("FinishRequest: %v", err)
 	}
-	got, err := s.GetRequest(ctx, "gone")
+	got, err := s.GetRequest(ctx, "test:u", "gone")
 	if err != nil || got.ID != "gone" || got.Worker != "worker-a" || got.State != berth.RequestDone || string(got.Result) != `{"ok":false}` {
 		t.Errorf("GetRequest = %+v, %v; want a done record", got, err)
 	}
@@ -373,7 +373,7 @@ func TestFinishRequestInvalidResult(t *testing.T) {
 
 func TestGetRequestNotFound(t *testing.T) {
 	s := newStore(t, store.Config{})
-	_, err := s.GetRequest(t.Context(), "nope")
+	_, err := s.GetRequest(t.Context(), "test:u", "nope")
 	wantCode(t, err, events.CodeNotFound)
 }
 
@@ -505,7 +505,7 @@ func TestStoreUnavailable(t *testing.T) {
 		"FinishRequest": func() error {
 			return s.FinishRequest(ctx, sampleRequest("r1", "w"), json.RawMessage(`{}`), time.Second)
 		},
-		"GetRequest":       func() error { _, err := s.GetRequest(ctx, "r1"); return err },
+		"GetRequest":       func() error { _, err := s.GetRequest(ctx, "test:u", "r1"); return err },
 		"AppendHistory":    func() error { return s.AppendHistory(ctx, "web", &berth.HistoryEntry{}) },
 		"History":          func() error { _, err := s.History(ctx, "web", 5); return err },
 		"PutConfirmation":  func() error { return s.PutConfirmation(ctx, conf, time.Second) },

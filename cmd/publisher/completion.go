@@ -14,8 +14,8 @@ import (
 // docs/protocol.md and docs/schemas/args/<action>.json list them; the
 // shell completion offers them. A test keeps the two in step.
 var actionArgKeys = map[string][]string{
-	events.ActionConfigSet: {"workspace", "production", "compose_project", "compose_files", "primary_service",
-		"strategy", "require_second_approver", "stabilize_s", "roles", "anonymous_viewers"},
+	events.ActionConfigSet: {"workspace", "workspaces", "production", "compose_project", "compose_files", "compose_policy",
+		"primary_service", "strategy", "require_second_approver", "stabilize_s", "roles", "anonymous_viewers"},
 	events.ActionConfigGet:    nil,
 	events.ActionConfigDelete: nil,
 	events.ActionStatus:       {"refresh"},
@@ -30,7 +30,7 @@ var actionArgKeys = map[string][]string{
 
 // fileFlags take a file name: the completion offers files.
 var fileFlags = []string{"nats-creds", "creds", "nats-nkey", "nkey", "nats-tls-ca", "tls-ca",
-	"nats-tls-cert", "tls-cert", "nats-tls-key", "tls-key", "sign-secret-file"}
+	"nats-tls-cert", "tls-cert", "nats-tls-key", "tls-key", "sign-secret-file", "event-secret-file"}
 
 // completionShells are the shells `publisher completion` writes a script for.
 var completionShells = []string{"bash", "zsh", "fish"}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/internal/testenv"
 )
@@ -61,13 +62,28 @@ type received struct {
 
 // fakeWorker consumes one command from BERTH_CMD, checks it and publishes
 // the events respond returns for it (request id, project, action and seq
-// are filled in). It returns a function that waits for the worker and
-// returns what it received.
+// are filled in) on the request's subjects. It returns a function that
+// waits for the worker and returns what it received.
 func fakeWorker(t *testing.T, js jetstream.JetStream, respond func(cmd *events.Command) []events.Event) func() received {
+	t.Helper()
+	return fakeWorkerWith(t, js, fakeOptions{}, respond)
+}
+
+// fakeOptions change what fakeWorkerWith does.
+type fakeOptions struct {
+	// eventSecret, when set, signs every event (auth.Sign), as the
+	// worker's --event-secret does.
+	eventSecret []byte
+	// filter, when set, is the only command subject the worker reads.
+	filter string
+}
+
+// fakeWorkerWith is fakeWorker with options.
+func fakeWorkerWith(t *testing.T, js jetstream.JetStream, opt fakeOptions, respond func(cmd *events.Command) []events.Event) func() received {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	cons, err := js.CreateOrUpdateConsumer(ctx, "BERTH_CMD", jetstream.ConsumerConfig{
-		Durable: "fake-worker", AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: "fake-worker", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: opt.filter,
 	})
 	if err != nil {
 		cancel()
@@ -106,7 +122,14 @@ func fakeWorker(t *testing.T, js jetstream.JetStream, respond func(cmd *events.C
 			ev.Seq = uint64(i + 1)
 			ev.TS = events.Timestamp(time.Now())
 			body, _ := json.Marshal(ev)
-			if _, err := js.Publish(ctx, subj.Event(project, cmd.ID, ev.Kind), body); err != nil {
+			msg := nats.NewMsg(subj.Event(project, cmd.User, cmd.ID, ev.Kind))
+			msg.Data = body
+			if opt.eventSecret != nil {
+				ts, sig := auth.Sign(opt.eventSecret, time.Now(), msg.Subject, body)
+				msg.Header.Set(auth.HeaderTimestamp, ts)
+				msg.Header.Set(auth.HeaderSignature, sig)
+			}
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
 				t.Errorf("fake worker: publish %s: %v", ev.Kind, err)
 				return
 			}
@@ -146,7 +169,7 @@ func TestRunStatusOK(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, out, errw)
 	}
-	if got.subject != "berth.cmd.po.status" || got.msgID != "req-ok" || got.cmd.ID != "req-ok" ||
+	if got.subject != "berth.cmd.po.status" || !randomMsgID.MatchString(got.msgID) || got.cmd.ID != "req-ok" ||
 		got.cmd.User != "test:1" || string(got.cmd.Args) != `{"refresh":true}` || got.cmd.Confirm != "" {
 		t.Fatalf("the worker received %+v (cmd %+v, args %s)", got, got.cmd, got.cmd.Args)
 	}
@@ -177,7 +200,7 @@ func TestRunResultError(t *testing.T) {
 	if code != exitFailed {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, out, errw)
 	}
-	if got.cmd.Confirm != "yes" || !events.ValidRequestID(got.cmd.ID) || got.msgID != got.cmd.ID {
+	if got.cmd.Confirm != "yes" || !events.ValidRequestID(got.cmd.ID) || !randomMsgID.MatchString(got.msgID) {
 		t.Fatalf("the worker received %+v", got.cmd)
 	}
 	want := "accepted " + got.cmd.ID + "\nerror: conflict: po is locked by deploy r0\nhint: wait for r0 to finish\n"
@@ -196,7 +219,8 @@ func TestRunTimeout(t *testing.T) {
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
 		t.Fatalf("took %v with --timeout 300ms", elapsed)
 	}
-	want := "no result within 300ms; the worker may be down, or still working: follow with publisher --follow req-late\n"
+	want := "no result within 300ms; the worker may be down, or still working: follow with publisher --follow req-late\n" +
+		"hint: a command the worker cannot trust (unsigned when it requires signatures, or a signature or key it does not accept) is refused on berth.evt.po.~refused.seq1.result\n"
 	if errw != want || out != "" {
 		t.Fatalf("stderr %q, want %q; stdout %q", errw, want, out)
 	}
@@ -270,7 +294,7 @@ func TestRunFollow(t *testing.T) {
 		}
 	})
 	code, first, _ := runPublisher(t, s, "logs", "po", "--id", "req-f")
-	wait()
+	got := wait()
 	if code != exitOK || first != "one\nstderr | two\n" {
 		t.Fatalf("first run: exit %d, stdout %q", code, first)
 	}
@@ -284,10 +308,23 @@ func TestRunFollow(t *testing.T) {
 		t.Fatalf("follow: stdout %q stderr %q", out, errw)
 	}
 
-	// Sending the same id again is a duplicate: the events are replayed.
+	// The request of another user with this id is another request.
+	code, _, errw = runPublisher(t, s, "--follow", "req-f", "--user", "test:2", "--timeout", "300ms")
+	if code != exitUnavailable || !strings.Contains(errw, "no events for request req-f within 300ms") {
+		t.Fatalf("another user: exit %d, stderr %q", code, errw)
+	}
+
+	// Sending the same id again is a new message (its Msg-Id is not the
+	// request id): it reaches the worker, which answers for the request
+	// (the real worker re-publishes the stored result).
+	firstMsgID := got.msgID
+	wait = fakeWorker(t, js, func(cmd *events.Command) []events.Event {
+		return []events.Event{{Kind: events.KindResult, OK: ptr(true), Data: json.RawMessage(`{"service":"web","lines":[{"stream":"stdout","line":"again"}]}`)}}
+	})
 	code, out, errw = runPublisher(t, s, "logs", "po", "--id", "req-f", "--timeout", "10s")
-	if code != exitOK || out != first || !strings.Contains(errw, "request req-f was sent before; replaying its events") {
-		t.Fatalf("duplicate: exit %d, stdout %q stderr %q", code, out, errw)
+	again := wait()
+	if code != exitOK || out != "again\n" || again.cmd.ID != "req-f" || again.msgID == firstMsgID || !randomMsgID.MatchString(again.msgID) {
+		t.Fatalf("same id again: exit %d, stdout %q stderr %q, Msg-Ids %q then %q", code, out, errw, firstMsgID, again.msgID)
 	}
 
 	// An unknown id times out with exit 3.

@@ -379,29 +379,16 @@ func truncateRunes(s string, n int, color bool) string {
 	return b.String()
 }
 
-// sanitizeTerminal replaces control characters (an escape sequence in a
-// build line could move the cursor or retitle the terminal) with "?".
-func sanitizeTerminal(s string) string {
-	if strings.IndexFunc(s, isControl) < 0 {
-		return s
-	}
-	return strings.Map(func(r rune) rune {
-		if isControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
-// sanitizedProgress is ev with its message safe to print on a terminal.
+// sanitizedProgress is ev with its step and message safe to print on a
+// terminal (sanitize), as one line, tabs as spaces: the status line is
+// rewritten in place, and a stray tab or escape would break its layout.
 func sanitizedProgress(ev *events.Event) *events.Event {
-	msg := sanitizeTerminal(strings.ReplaceAll(ev.Message, "\t", " "))
-	if msg == ev.Message {
+	step := strings.ReplaceAll(sanitize(ev.Step, oneLine), "\t", " ")
+	msg := strings.ReplaceAll(sanitize(ev.Message, oneLine), "\t", " ")
+	if msg == ev.Message && step == ev.Step {
 		return ev
 	}
 	c := *ev
-	c.Message = msg
+	c.Step, c.Message = step, msg
 	return &c
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }

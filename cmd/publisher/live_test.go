@@ -172,7 +172,7 @@ func TestLiveViewDeploy(t *testing.T) {
 		"✓ lock     locked",
 		"✓ sync     copying files (3/3)",
 		"  build   │ #5 [web 2/3] COPY app /app",
-		"  build   │ #6 exporting layers?]0;pwned?",
+		`  build   │ #6 exporting layers\x1b]0;pwned\a`,
 		"a container line",
 		"✓ build    docker compose build",
 		"  verify  │ web is up (healthy) (1/2)",

@@ -5,13 +5,30 @@
 //	publisher [flags] --follow <request-id>
 //	publisher completion bash|zsh|fish
 //
-// It subscribes to berth.evt.<project>.<id>.> before it publishes the
-// command on berth.cmd.<project>.<action>, so no event is missed. With
-// --follow it replays the events of an existing request from the event
-// stream instead. Flags may come before or after the positional arguments.
+// It subscribes to berth.evt.<project>.<user-token>.<id>.> (the events of
+// a request are scoped by its user: events.UserToken) before it publishes
+// the command on berth.cmd.<project>.<action>, so no event is missed.
+// With --follow it replays the events of an existing request of --user
+// from the event stream instead. Flags may come before or after the
+// positional arguments.
+//
+// The request id is the body's "id" (random unless --id sets it). The
+// command's Nats-Msg-Id, by which JetStream drops a second copy, is not
+// the request id, which others may know or guess and could publish under
+// first, so that the stream would drop the real command: it is "s-" and
+// 32 hex digits of SHA-256 of the Berth-Signature header for a signed
+// command, "r-" and 32 random hex digits otherwise (msgID), computed once
+// per command, so that a publication repeated for a lost PubAck is kept
+// once.
 //
 // With --sign-secret (or BERTH_SIGN_SECRET) each command carries the
-// Berth-Timestamp and Berth-Signature headers of package auth. It connects
+// Berth-Timestamp and Berth-Signature headers of package auth, and with
+// --sign-key-id the Berth-Key header naming the client's key. With
+// --event-secret it shows and uses only the events the worker signed
+// with that secret (auth.VerifyEvent), and warns of any other. Every
+// string from the wire is sanitized before it reaches the terminal
+// (sanitize.go); --json output stays JSON, with the characters a terminal
+// would act on escaped. It connects
 // with the worker's NATS options (--nats-creds, --nats-nkey, --nats-user and
 // --nats-password, --nats-tls-ca, --nats-tls-cert, --nats-tls-key, and their
 // BERTH_NATS_* variables), or with a context of the nats CLI (--context
@@ -35,6 +52,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,6 +111,12 @@ type options struct {
 	// signSecret is the secret commands are signed with (auth.Sign);
 	// nil when they are not signed.
 	signSecret []byte
+	// signKeyID names the key of signSecret (auth.HeaderKey); "" for a
+	// shared secret.
+	signKeyID string
+	// eventSecrets are the secrets the worker signs its events with
+	// (auth.VerifyEvent); nil when events are not checked.
+	eventSecrets [][]byte
 
 	prefix  string
 	user    string
@@ -120,9 +144,11 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 // taken from the environment when the flags are defined (PrintDefaults
 // would show them) but after parsing, in parseArgs.
 type secretFlags struct {
-	natsPassword   string
-	signSecret     string
-	signSecretFile string
+	natsPassword    string
+	signSecret      string
+	signSecretFile  string
+	eventSecret     string
+	eventSecretFile string
 }
 
 // newFlagSet defines the flags into o, with defaults from getenv.
@@ -166,6 +192,13 @@ func newFlagSet(o *options, sec *secretFlags, pairs *stringList, argsJSON *strin
 	fs.StringVar(&sec.signSecret, "sign-secret", "",
 		"sign commands with this `secret` (plain, hex:…, or base64:…; the first of a comma-separated list) (env BERTH_SIGN_SECRET, which keeps it out of the process list)")
 	fs.StringVar(&sec.signSecretFile, "sign-secret-file", "", "read the signing secret from this `file` (env BERTH_SIGN_SECRET_FILE)")
+	fs.StringVar(&o.signKeyID, "sign-key-id", getenv("BERTH_SIGN_KEY_ID"),
+		"send the Berth-Key header naming your key `ID` of the worker's --sign-keys file, with the signature; needs a signing secret (env BERTH_SIGN_KEY_ID)")
+
+	// Event signatures.
+	fs.StringVar(&sec.eventSecret, "event-secret", "",
+		"show only events the worker signed with this `secret` (its event secret; plain, hex:… or base64:…, a comma-separated list during a rotation), and warn of others (env BERTH_EVENT_SECRET)")
+	fs.StringVar(&sec.eventSecretFile, "event-secret-file", "", "read the event secret from this `file` (env BERTH_EVENT_SECRET_FILE)")
 
 	prefix := getenv("BERTH_PREFIX")
 	if prefix == "" {
@@ -189,7 +222,7 @@ func newFlagSet(o *options, sec *secretFlags, pairs *stringList, argsJSON *strin
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the result")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout,
 		"how long to wait for the result; without it 15m for deploy, restart and rollback, follow_s+30s for logs that follow")
-	fs.StringVar(&o.follow, "follow", "", "replay and follow the events of an existing request `ID`")
+	fs.StringVar(&o.follow, "follow", "", "replay and follow the events of an existing request `ID` of --user")
 	fs.BoolVar(&o.noColor, "no-color", false, "never use colours (also env NO_COLOR)")
 	return fs
 }
@@ -267,7 +300,22 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if o.natsPassword != "" && o.natsUser == "" {
 		return nil, usagef("--nats-password needs --nats-user")
 	}
-	if o.signSecret, err = signSecret(sec, getenv); err != nil {
+	signSecrets, err := readSecrets(secretSource{what: "signing secret", flag: "--sign-secret", value: sec.signSecret,
+		fileFlag: "--sign-secret-file", file: sec.signSecretFile, env: "BERTH_SIGN_SECRET"}, getenv)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	if len(signSecrets) > 0 {
+		o.signSecret = signSecrets[0] // a list (as the worker takes for a rotation) signs with its first
+	}
+	if o.signKeyID != "" && o.signSecret == nil {
+		return nil, usagef("--sign-key-id (or BERTH_SIGN_KEY_ID) names the key of a signing secret: give the secret too (--sign-secret, --sign-secret-file, BERTH_SIGN_SECRET or BERTH_SIGN_SECRET_FILE)")
+	}
+	if o.signKeyID != "" && !keyIDRe.MatchString(o.signKeyID) {
+		return nil, usagef("--sign-key-id %q must be 1 to 64 characters from A-Z a-z 0-9 _ . : -", o.signKeyID)
+	}
+	if o.eventSecrets, err = readSecrets(secretSource{what: "event secret", flag: "--event-secret", value: sec.eventSecret,
+		fileFlag: "--event-secret-file", file: sec.eventSecretFile, env: "BERTH_EVENT_SECRET"}, getenv); err != nil {
 		return nil, usagef("%v", err)
 	}
 	if o.timeout <= 0 {
@@ -298,40 +346,49 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	return o, nil
 }
 
-// signSecret returns the secret to sign commands with, from --sign-secret,
-// --sign-secret-file, BERTH_SIGN_SECRET or BERTH_SIGN_SECRET_FILE (in that
-// order), or nil when none is given. A list of secrets (as the worker
-// takes for a rotation) signs with its first.
-func signSecret(sec secretFlags, getenv func(string) string) ([]byte, error) {
-	if sec.signSecret != "" && sec.signSecretFile != "" {
-		return nil, errors.New("use --sign-secret or --sign-secret-file, not both")
+// keyIDRe is what a key id may be, as the worker's --sign-keys file
+// takes it: it travels in a header.
+var keyIDRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// secretSource names where a secret may come from: a flag, a flag naming
+// a file, a variable (env) and a variable naming a file (env + "_FILE").
+type secretSource struct {
+	what           string // "signing secret"
+	flag, value    string
+	fileFlag, file string
+	env            string
+}
+
+// readSecrets returns the secrets from the flag, the file flag, the
+// variable or the file variable (in that order), or nil when none is
+// given: plain, hex:… or base64:…, comma-separated (auth.ParseSecrets).
+func readSecrets(src secretSource, getenv func(string) string) ([][]byte, error) {
+	if src.value != "" && src.file != "" {
+		return nil, fmt.Errorf("use %s or %s, not both", src.flag, src.fileFlag)
 	}
-	spec, from := sec.signSecret, "--sign-secret"
-	file := sec.signSecretFile
+	spec, from := src.value, src.flag
+	file := src.file
 	if spec == "" && file == "" {
-		spec, from = getenv("BERTH_SIGN_SECRET"), "BERTH_SIGN_SECRET"
+		spec, from = getenv(src.env), src.env
 		if spec == "" {
-			file = getenv("BERTH_SIGN_SECRET_FILE")
+			file = getenv(src.env + "_FILE")
 		}
 	}
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("signing secret: %w", err)
+			return nil, fmt.Errorf("%s: %w", src.what, err)
 		}
 		spec, from = string(b), file
 		if strings.TrimSpace(spec) == "" {
-			return nil, fmt.Errorf("signing secret: %s is empty", file)
+			return nil, fmt.Errorf("%s: %s is empty", src.what, file)
 		}
 	}
 	secrets, err := auth.ParseSecrets(spec)
 	if err != nil {
-		return nil, fmt.Errorf("signing secret from %s: %v", from, err)
+		return nil, fmt.Errorf("%s from %s: %v", src.what, from, err)
 	}
-	if len(secrets) == 0 {
-		return nil, nil
-	}
-	return secrets[0], nil
+	return secrets, nil
 }
 
 // defaultTimeoutFor is the result timeout of action when --timeout is not
@@ -389,6 +446,42 @@ examples:
   %[1]s status myproj --json
   %[1]s status myproj --context prod        (a context of the nats CLI)
   source <(%[1]s completion bash)           (shell completion; also zsh, fish)
+
+protocol:
+  The command is published with JetStream on <prefix>.cmd.<project>.<action>,
+  its body {"id", "user", "args", "confirm"}. Its events come on
+  <prefix>.evt.<project>.<user-token>.<id>.<kind>: a request is its user's,
+  and <user-token> is the user itself when it is 1 to 64 of A-Z a-z 0-9
+  _ @ : + = -, else "~" and a hash of it. --follow ID looks for the request
+  ID of --user.
+
+  The request id is the body's id (random unless --id sets it). The
+  Nats-Msg-Id, by which the command stream drops a second copy of a
+  message, is not the request id: others may know or guess an id, publish
+  first with it as Msg-Id, and the stream would then drop the real command
+  without a word. It is "s-" and the first 32 hex digits of SHA-256 of the
+  Berth-Signature header for a signed command, "r-" and 32 random hex
+  digits for an unsigned one: nobody else can produce it beforehand. It is
+  computed once per command, so a publication repeated because its PubAck
+  did not come is kept once.
+
+  Signing (--sign-secret): headers Berth-Timestamp (Unix seconds) and
+  Berth-Signature (v1=<hex HMAC-SHA256 of "<ts>.<subject>.<body>">), and
+  Berth-Key: ID with --sign-key-id. A command the worker cannot trust
+  (unsigned when it requires signatures, a bad signature or key) is refused
+  on <prefix>.evt.<project>.~refused.seq<N>.result, N its sequence in the
+  command stream, not on the request's subjects.
+
+  Event signatures (--event-secret): the worker signs each event with the
+  same headers and scheme, over the event's subject and body. With the
+  secret, an event without a valid signature is neither shown nor used
+  (a forged result does not end the wait): one warning line each.
+
+  Text from the wire (log lines, messages, errors, plans, data) is shown
+  with escape sequences, carriage returns, other control characters, bidi
+  and invisible format characters and invalid UTF-8 written as \x1b, \r,
+  \u202e, \xff, and colours removed. --json output stays JSON, with those
+  characters as \u escapes.
 
 flags:
 `, progName, strings.Join(events.Actions(), ", "))
@@ -451,7 +544,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "error: cannot connect to NATS at %s: %v\n", o.server, err)
+		fmt.Fprintf(stderr, "error: cannot connect to NATS at %s: %s\n", o.server, sanitize(err.Error(), oneLine))
 		return exitUnavailable
 	}
 	// Close, then wait until the asynchronous callbacks queued before the
@@ -470,19 +563,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	go cancelOnDenied(ctx, asyncErrs, cancel)
 
 	c := newClient(nc, events.NewSubjects(o.prefix))
-	c.signSecret = o.signSecret
+	c.signSecret, c.signKeyID = o.signSecret, o.signKeyID
 
 	var src eventSource
+	var refused string // where the worker would refuse the command as untrusted
 	if o.follow != "" {
-		src, err = c.follow(ctx, o.project, o.id)
+		src, err = c.follow(ctx, o.project, o.user, o.id)
 	} else {
-		src, err = c.send(ctx, o.project, o.action, o.command(), stderr)
+		var seq uint64
+		src, seq, err = c.send(ctx, o.project, o.action, o.command(), stderr)
+		if seq != 0 {
+			refused = c.subj.Refused(o.project, fmt.Sprintf("seq%d", seq))
+		}
 	}
 	if denied := deniedCause(ctx); denied != nil {
 		err = denied
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
+		fmt.Fprintf(stderr, "error: %s\n", sanitize(err.Error(), oneLine)) // may hold the server's text
 		if o.follow != "" && o.project == "" && deniedCause(ctx) != nil {
 			fmt.Fprintf(stderr, "hint: a NATS user confined to some projects must name the project: %s --follow %s <action> <project>\n",
 				progName, o.id)
@@ -490,12 +588,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUnavailable
 	}
 	defer src.Close()
-	return await(ctx, src, r, deadline, o.timeout, o.follow != "")
+	if len(o.eventSecrets) > 0 {
+		src = &signedSource{src: src, secrets: o.eventSecrets, warnf: r.warnf}
+	}
+	return await(ctx, src, r, deadline, o.timeout, o.follow != "", refused)
 }
 
 // await prints the events from src until the result, and returns the exit
 // code: that of the result, or exitUnavailable when none comes by deadline.
-func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time, timeout time.Duration, following bool) int {
+// refused, when set, is the subject the worker would answer on if it
+// refused the command as untrusted: a hint when no result comes.
+func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time, timeout time.Duration, following bool, refused string) int {
 	seen := map[uint64]bool{}
 	var confirmBy time.Time // set by a confirm event: the result should follow it soon
 	received := 0
@@ -505,14 +608,15 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 			until, byConfirm = confirmBy, true
 		}
 		wctx, cancel := context.WithDeadline(ctx, until)
-		data, err := src.Next(wctx)
+		m, err := src.Next(wctx)
+		data := m.data
 		expired := wctx.Err() != nil
 		cancel()
 		if err != nil {
 			r.stopLive()
 			switch {
 			case deniedCause(ctx) != nil:
-				fmt.Fprintf(r.errw, "error: %v\n", deniedCause(ctx))
+				fmt.Fprintf(r.errw, "error: %s\n", sanitize(deniedCause(ctx).Error(), oneLine))
 				return exitUnavailable
 			case ctx.Err() != nil:
 				fmt.Fprintf(r.errw, "interrupted; the request goes on: follow it with %s --follow %s\n", progName, r.id)
@@ -527,9 +631,13 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 			case expired:
 				fmt.Fprintf(r.errw, "no result within %s; the worker may be down, or still working: follow with %s --follow %s\n",
 					formatDuration(timeout), progName, r.id)
+				if refused != "" {
+					fmt.Fprintf(r.errw, "hint: a command the worker cannot trust (unsigned when it requires signatures, or a signature or key it does not accept) is refused on %s\n",
+						refused)
+				}
 				return exitUnavailable
 			default:
-				fmt.Fprintf(r.errw, "error: reading events: %v\n", err)
+				fmt.Fprintf(r.errw, "error: reading events: %s\n", sanitize(err.Error(), oneLine))
 				return exitUnavailable
 			}
 		}

@@ -60,17 +60,21 @@ type renderer struct {
 	planToken string
 }
 
-// event prints one event; raw is its body as received.
+// event prints one event; raw is its body as received. Every string of
+// the event is sanitized (sanitize.go) before it is printed; in JSON mode
+// the body stays JSON, with the characters a terminal would act on
+// escaped.
 func (r *renderer) event(ev *events.Event, raw []byte) {
 	if r.jsonMode {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, raw); err != nil {
 			return
 		}
-		buf.WriteByte('\n')
-		r.out.Write(buf.Bytes())
+		line := append(terminalSafeJSON(buf.Bytes()), '\n')
+		r.out.Write(line)
 		return
 	}
+	ev = sanitizeEvent(ev)
 	action, project := ev.Action, ev.Project
 	if action == "" {
 		action = r.action
@@ -132,7 +136,7 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 		renderResult(r.out, r.errw, ev, action, r.quiet, r.color, r.errColor)
 	default:
 		if !r.quiet {
-			fmt.Fprintf(r.errw, "event %s: %s\n", ev.Kind, bytes.TrimSpace(raw))
+			fmt.Fprintf(r.errw, "event %s: %s\n", ev.Kind, sanitize(string(bytes.TrimSpace(raw)), multiLine))
 		}
 	}
 }
@@ -144,13 +148,14 @@ func (r *renderer) stopLive() {
 	}
 }
 
-// warnf prints a warning on errw, outside the live status line.
+// warnf prints a warning on errw, outside the live status line. The
+// warning is sanitized: its arguments may come from the wire.
 func (r *renderer) warnf(format string, a ...any) {
 	if r.live != nil {
 		r.live.suspend()
 		defer r.live.resume()
 	}
-	fmt.Fprintf(r.errw, format, a...)
+	io.WriteString(r.errw, sanitize(fmt.Sprintf(format, a...), multiLine))
 }
 
 // planShown reports whether ev is a result whose data is the
@@ -164,7 +169,7 @@ func (r *renderer) planShown(ev *events.Event) bool {
 	var d struct {
 		Token string `json:"token"`
 	}
-	return json.Unmarshal(ev.Data, &d) == nil && d.Token == r.planToken
+	return json.Unmarshal(ev.Data, &d) == nil && sanitize(d.Token, oneLine) == r.planToken
 }
 
 // formatProgress formats a progress event as "[step] message (done/total)".
@@ -190,11 +195,14 @@ func formatProgress(ev *events.Event) string {
 
 // renderLogLines prints container log lines, one per line, with their
 // timestamps when present. Lines from stderr are red on a terminal and
-// prefixed "stderr | " otherwise.
+// prefixed "stderr | " otherwise. Each line is sanitized as one line: a
+// carriage return or an escape sequence in it cannot rewrite what is on
+// the screen.
 func renderLogLines(w io.Writer, lines []events.LogLine, color bool) {
 	var b strings.Builder
 	for _, l := range lines {
-		text := strings.TrimRight(l.Line, "\r\n")
+		l = sanitizeLogLine(l)
+		text := l.Line
 		if l.TS != "" {
 			b.WriteString(paint(color, ansiDim, l.TS))
 			b.WriteByte(' ')
@@ -213,8 +221,11 @@ func renderLogLines(w io.Writer, lines []events.LogLine, color bool) {
 }
 
 // confirmCommand is the command line that confirms a request with token.
+// Every part is quoted for the shell when it needs it: the action, the
+// project and the token come from the event, and the line is meant to be
+// pasted.
 func confirmCommand(action, project, token string, args json.RawMessage) string {
-	s := progName + " " + action + " " + project
+	s := progName + " " + shellQuote(action) + " " + shellQuote(project)
 	if a := string(bytes.TrimSpace(args)); a != "" && a != "{}" && a != "null" {
 		s += " --args " + shellQuote(a)
 	}
@@ -240,9 +251,9 @@ func renderConfirm(w io.Writer, ev *events.Event, action, project, cmdline strin
 		fmt.Fprintln(w, "plan:")
 		var buf bytes.Buffer
 		if json.Indent(&buf, p, "  ", "  ") == nil {
-			fmt.Fprintf(w, "  %s\n", buf.String())
+			fmt.Fprintf(w, "  %s\n", sanitize(buf.String(), multiLine))
 		} else {
-			fmt.Fprintf(w, "  %s\n", p)
+			fmt.Fprintf(w, "  %s\n", sanitize(string(p), multiLine))
 		}
 	}
 	fmt.Fprintf(w, "token:   %s\n", paint(color, ansiBold, ev.Token))
@@ -278,7 +289,7 @@ func renderResult(out, errw io.Writer, ev *events.Event, action string, quiet, c
 			}
 			if len(e.Data) > 0 {
 				d, _ := json.Marshal(e.Data)
-				fmt.Fprintf(errw, "details: %s\n", d)
+				fmt.Fprintf(errw, "details: %s\n", sanitize(string(d), oneLine))
 			}
 		} else {
 			fmt.Fprintf(errw, "%s the request failed without saying why\n", label)
@@ -311,15 +322,16 @@ func renderResult(out, errw io.Writer, ev *events.Event, action string, quiet, c
 	}
 }
 
-// renderJSON prints data as indented JSON, or as it is when it is not JSON.
+// renderJSON prints data as indented JSON, or as it is when it is not
+// JSON, sanitized: JSON may hold bidi or C1 characters as they are, and
+// text that is not JSON anything.
 func renderJSON(w io.Writer, data []byte) {
 	var buf bytes.Buffer
 	if json.Indent(&buf, data, "", "  ") != nil {
 		buf.Reset()
 		buf.Write(data)
 	}
-	buf.WriteByte('\n')
-	w.Write(buf.Bytes())
+	io.WriteString(w, sanitize(buf.String(), multiLine)+"\n")
 }
 
 // statusReport is the data of a status result. Every field is optional.
@@ -403,10 +415,10 @@ func renderStatus(w io.Writer, data []byte, color bool) error {
 	}
 	var b strings.Builder
 	if rep.Project != "" {
-		b.WriteString("project " + rep.Project)
+		b.WriteString("project " + sanitize(rep.Project, oneLine))
 		switch {
 		case rep.Cached && rep.CachedAt != "":
-			b.WriteString(" (cached at " + rep.CachedAt + ")")
+			b.WriteString(" (cached at " + sanitize(rep.CachedAt, oneLine) + ")")
 		case rep.Cached:
 			b.WriteString(" (cached)")
 		}
@@ -425,7 +437,7 @@ func renderStatus(w io.Writer, data []byte, color bool) error {
 	if len(rep.Summary) > 0 {
 		b.WriteString("summary:")
 		for _, k := range sortedKeys(rep.Summary) {
-			b.WriteString(" " + k + "=" + scalarText(rep.Summary[k]))
+			b.WriteString(" " + sanitize(k, oneLine) + "=" + sanitize(scalarText(rep.Summary[k]), oneLine))
 		}
 		b.WriteByte('\n')
 	}
@@ -558,11 +570,14 @@ func scalarText(v any) string {
 type cell struct{ text, color string }
 
 // writeTable writes rows (the first is the header) as columns separated by
-// two spaces. Widths are computed on the text without colours.
+// two spaces. Widths are computed on the text without colours. Every
+// cell is sanitized: its text comes from the wire.
 func writeTable(b *strings.Builder, rows [][]cell, color bool) {
 	var widths []int
 	for _, row := range rows {
-		for i, c := range row {
+		for i := range row {
+			row[i].text = sanitize(row[i].text, oneLine)
+			c := row[i]
 			if i >= len(widths) {
 				widths = append(widths, 0)
 			}
@@ -593,6 +608,7 @@ type logsResult struct {
 	Lines     []events.LogLine `json:"lines"`
 	Count     *int             `json:"count"`
 	Truncated bool             `json:"truncated"`
+	Note      string           `json:"note"`
 }
 
 // renderLogsResult prints the lines of a logs result on out, and a note on
@@ -604,11 +620,9 @@ func renderLogsResult(out, errw io.Writer, data []byte, color bool) error {
 	}
 	renderLogLines(out, res.Lines, color)
 	if res.Truncated {
-		n := len(res.Lines)
-		if res.Count != nil {
-			n = *res.Count
-		}
-		fmt.Fprintf(errw, "(truncated to %d lines; ask for fewer with --arg tail=N)\n", n)
+		// The worker stopped reading (its grep limits): it says why, and
+		// where to go on from.
+		fmt.Fprintf(errw, "(incomplete: %s)\n", sanitize(res.Note, oneLine))
 	}
 	return nil
 }

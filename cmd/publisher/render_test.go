@@ -126,7 +126,7 @@ stderr | warning: slow
 }
 
 func TestRenderLogsResult(t *testing.T) {
-	data := `{"service":"web","container":"po-web-1","lines":[{"stream":"stdout","ts":"","line":"a"},{"stream":"stderr","line":"b"}],"count":2,"truncated":true}`
+	data := `{"service":"web","container":"po-web-1","lines":[{"stream":"stdout","ts":"","line":"a"},{"stream":"stderr","line":"b"}],"count":2,"truncated":true,"note":"grep stopped after 64 MiB\u001b[2J; ask with since=2026-12-04T10:00:00Z"}`
 	var out, errw bytes.Buffer
 	if err := renderLogsResult(&out, &errw, []byte(data), false); err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestRenderLogsResult(t *testing.T) {
 	if out.String() != "a\nstderr | b\n" {
 		t.Fatalf("out %q", out.String())
 	}
-	if !strings.Contains(errw.String(), "truncated to 2 lines") {
+	if !strings.Contains(errw.String(), "incomplete: grep stopped after 64 MiB") || strings.Contains(errw.String(), "\x1b") {
 		t.Fatalf("errw %q", errw.String())
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -36,8 +38,8 @@ func TestSignSetsVerifiableHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the worker's verifier refuses the publisher's signature: %v", err)
 	}
-	if sig != msg.Header.Get(auth.HeaderSignature) {
-		t.Fatalf("Verify returned %q", sig)
+	if sig == nil || sig.Sig != msg.Header.Get(auth.HeaderSignature) {
+		t.Fatalf("Verify returned %+v", sig)
 	}
 	if _, err := v.Verify("berth.cmd.other.deploy", msg.Header, msg.Data); events.ErrorCode(err) != events.CodeUnauthorized {
 		t.Fatalf("the signature verified for another project: %v", err)
@@ -178,8 +180,12 @@ func TestRunSigned(t *testing.T) {
 	if _, err := v.Verify(got.subject, got.header, got.data); err != nil {
 		t.Fatalf("the command as the worker received it does not verify: %v (headers %v)", err, got.header)
 	}
-	if got.msgID != "req-signed" {
-		t.Fatalf("Nats-Msg-Id %q", got.msgID)
+	sum := sha256.Sum256([]byte(got.header.Get(auth.HeaderSignature)))
+	if want := "s-" + hex.EncodeToString(sum[:])[:32]; got.msgID != want {
+		t.Fatalf("Nats-Msg-Id %q, want %q (from the signature)", got.msgID, want)
+	}
+	if got.header.Get(auth.HeaderKey) != "" {
+		t.Fatalf("a Berth-Key header without --sign-key-id: %v", got.header)
 	}
 }
 
@@ -233,7 +239,7 @@ func TestRunWithPermissions(t *testing.T) {
 	// Another project: refused at once, and nothing is sent.
 	start := time.Now()
 	code, _, errw = as("bot-live", "status", "beta", "--id", "live-2")
-	if code != exitUnavailable || !strings.Contains(errw, `Permissions Violation for Subscription to "berth.evt.beta.live-2.>"`) ||
+	if code != exitUnavailable || !strings.Contains(errw, `Permissions Violation for Subscription to "berth.evt.beta.test:1.live-2.>"`) ||
 		!strings.Contains(errw, "docs/security.md") {
 		t.Fatalf("bot-live, status beta: exit %d, stderr %q", code, errw)
 	}

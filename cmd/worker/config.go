@@ -47,10 +47,18 @@ type Config struct {
 	RedactPatterns  []string
 	NoDefaultRedact bool
 
-	// SignSecrets, when set, make the worker accept only commands signed
-	// with one of them (HMAC-SHA256, docs/security.md) within SignWindow.
+	// SignSecrets (shared) and SignKeys (per client, from the
+	// --sign-keys file), when set, make the worker accept only commands
+	// signed with one of them (HMAC-SHA256, docs/security.md) within
+	// SignWindow; a client key speaks only for its users and projects.
 	SignSecrets [][]byte
+	SignKeys    []auth.Key
 	SignWindow  time.Duration
+	// InsecureUnsigned lets a worker on real NATS and Redis accept
+	// unsigned commands (it refuses to start without signing otherwise).
+	InsecureUnsigned bool
+	// EventSecret signs every event the worker publishes.
+	EventSecret []byte
 
 	ConfirmTTL    time.Duration
 	VerifyTimeout time.Duration
@@ -73,7 +81,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 		}
 		return def
 	}
-	var roots, admins, secrets string
+	var roots, admins, secrets, keysFile, eventSecret string
 	fs.BoolVar(&c.Dev, "dev", env("BERTH_DEV", "") == "1" || env("BERTH_DEV", "") == "true", "embedded development mode: in-process NATS and Redis-compatible store (also the default when no --nats-url and --redis-url are given)")
 	fs.StringVar(&c.DevNATS, "dev-nats-listen", env("BERTH_DEV_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded nats-server in dev mode")
 	fs.StringVar(&c.NATSURL, "nats-url", env("BERTH_NATS_URL", ""), "NATS server URL(s), comma-separated")
@@ -114,6 +122,9 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 		}
 	}
 	fs.StringVar(&secrets, "sign-secrets", env("BERTH_SIGN_SECRETS", getenv("BERTH_SIGN_SECRET")), "comma-separated HMAC secrets (plain, hex:…, base64:…; at least 16 bytes each); when set, unsigned, stale or forged commands get unauthorized")
+	fs.StringVar(&keysFile, "sign-keys", env("BERTH_SIGN_KEYS", ""), "a JSON file of client keys: each has an id (sent in the Berth-Key header), a secret, and the users and projects it may sign for (docs/security.md)")
+	fs.BoolVar(&c.InsecureUnsigned, "insecure-unsigned", env("BERTH_INSECURE_UNSIGNED", "") == "1", "accept unsigned commands on real NATS and Redis: anyone who may publish a command may claim to be any user (the worker refuses to start without signing otherwise)")
+	fs.StringVar(&eventSecret, "event-secret", env("BERTH_EVENT_SECRET", ""), "sign every event with this secret (plain, hex:…, base64:…), so clients holding it can tell the worker's events from forged ones")
 	fs.DurationVar(&c.SignWindow, "sign-window", envDuration(getenv, "BERTH_SIGN_WINDOW", 5*time.Minute), "how far a signed command's timestamp may be from now")
 	fs.BoolVar(&c.NoDefaultRedact, "no-default-redaction", env("BERTH_NO_DEFAULT_REDACTION", "") == "1", "do not mask common token shapes (passwords, API keys, bearer tokens)")
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +143,19 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 		if c.SignSecrets, err = auth.ParseSecrets(secrets); err != nil {
 			return nil, fmt.Errorf("--sign-secrets: %w", err)
 		}
+	}
+	if keysFile != "" {
+		var err error
+		if c.SignKeys, err = auth.LoadKeys(keysFile); err != nil {
+			return nil, fmt.Errorf("--sign-keys: %w", err)
+		}
+	}
+	if eventSecret != "" {
+		s, err := auth.ParseSecrets(eventSecret)
+		if err != nil || len(s) != 1 {
+			return nil, fmt.Errorf("--event-secret: give one secret of at least %d bytes: %v", auth.MinSecretLen, err)
+		}
+		c.EventSecret = s[0]
 	}
 	for _, a := range strings.Split(admins, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -180,6 +204,10 @@ func (c *Config) Validate() error {
 	}
 	if !c.Dev && c.RedisURL == "" {
 		errs = append(errs, errors.New("--redis-url (BERTH_REDIS_URL) is required outside dev mode"))
+	}
+	if !c.Dev && len(c.SignSecrets) == 0 && len(c.SignKeys) == 0 && !c.InsecureUnsigned {
+		errs = append(errs, errors.New("signing is off: without --sign-keys or --sign-secrets anyone who may publish a command may claim to be any user; "+
+			"give client keys (docs/security.md), or start with --insecure-unsigned (BERTH_INSECURE_UNSIGNED=1) to accept that"))
 	}
 	if c.Dev && (c.NATSURL != "" || c.RedisURL != "") {
 		errs = append(errs, errors.New("--dev runs its own NATS and Redis: drop --nats-url and --redis-url, or drop --dev"))

@@ -20,7 +20,8 @@ func TestConfigDevIsTheDefault(t *testing.T) {
 
 func TestConfigFlagsWinOverEnvironment(t *testing.T) {
 	c, err := ParseConfig([]string{"--nats-url", "nats://a:4222", "--roots", "/srv/a, /srv/b", "--status-ttl", "3s"},
-		env(map[string]string{"BERTH_NATS_URL": "nats://env:4222", "BERTH_REDIS_URL": "redis://r:6379", "BERTH_SLOW_SLOTS": "2"}))
+		env(map[string]string{"BERTH_NATS_URL": "nats://env:4222", "BERTH_REDIS_URL": "redis://r:6379", "BERTH_SLOW_SLOTS": "2",
+			"BERTH_INSECURE_UNSIGNED": "1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,5 +47,24 @@ func TestConfigRejectsWhatCannotWork(t *testing.T) {
 		if _, err := ParseConfig(args, env(nil)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// A worker on real NATS and Redis does not start without signing unless
+// told to accept unsigned commands.
+func TestConfigRefusesUnsignedProduction(t *testing.T) {
+	prod := []string{"--nats-url", "nats://a:4222", "--redis-url", "redis://r:6379"}
+	_, err := ParseConfig(prod, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "--insecure-unsigned") {
+		t.Fatalf("production without signing: %v", err)
+	}
+	if _, err := ParseConfig(append(prod, "--insecure-unsigned"), env(nil)); err != nil {
+		t.Fatalf("with --insecure-unsigned: %v", err)
+	}
+	if _, err := ParseConfig(append(prod, "--sign-secrets", "a-shared-secret-of-24-bytes"), env(nil)); err != nil {
+		t.Fatalf("with a signing secret: %v", err)
+	}
+	if _, err := ParseConfig(nil, env(nil)); err != nil {
+		t.Fatalf("dev mode needs no signing: %v", err)
 	}
 }

@@ -80,6 +80,8 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
 		LogLevel: "debug", LogFormat: "json",
 		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,
+		// Tests that need signing set SignSecrets or SignKeys.
+		InsecureUnsigned: true,
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -172,11 +174,22 @@ type eventSub struct {
 	done bool
 }
 
-// subscribe collects the events of one request.
+// subscribe collects the events of one request id, of whichever user.
 func (h *harness) subscribe(project, id string) *eventSub {
 	h.t.Helper()
+	return h.subscribeSubject(h.subjects.Prefix + ".evt." + project + ".*." + id + ".>")
+}
+
+// subscribeAs collects the events of one user's request.
+func (h *harness) subscribeAs(project, user, id string) *eventSub {
+	h.t.Helper()
+	return h.subscribeSubject(h.subjects.RequestEvents(project, user, id))
+}
+
+func (h *harness) subscribeSubject(subject string) *eventSub {
+	h.t.Helper()
 	es := &eventSub{got: make(chan struct{}, 1)}
-	sub, err := h.nc.Subscribe(h.subjects.RequestEvents(project, id), func(m *nats.Msg) {
+	sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) {
 		var ev events.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			h.t.Errorf("undecodable event on %s: %v", m.Subject, err)
@@ -225,7 +238,8 @@ func (es *eventSub) result(t *testing.T, timeout time.Duration) (events.Event, [
 	panic("unreachable")
 }
 
-// storedResults counts the result events of a request in BERTH_EVT.
+// storedResults counts the result events of a request id in BERTH_EVT,
+// of whichever user.
 func (h *harness) storedResults(project, id string) uint64 {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -234,12 +248,16 @@ func (h *harness) storedResults(project, id string) uint64 {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	subj := h.subjects.Event(project, id, events.KindResult)
+	subj := h.subjects.Prefix + ".evt." + project + ".*." + id + "." + string(events.KindResult)
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return info.State.Subjects[subj]
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
 }
 
 func mustOK(t *testing.T, res events.Event) {

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -307,18 +308,24 @@ func hostileDockerState(t *testing.T, h *harness, sample *testenv.Sample) string
 
 // hostileResult waits for the first result event on sub.
 func hostileResult(sub *nats.Subscription, timeout time.Duration) (*events.Event, error) {
+	ev, _, err := hostileResultOn(sub, timeout)
+	return ev, err
+}
+
+// hostileResultOn is hostileResult, with the subject the result came on.
+func hostileResultOn(sub *nats.Subscription, timeout time.Duration) (*events.Event, string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		m, err := sub.NextMsg(time.Until(deadline))
 		if err != nil {
-			return nil, fmt.Errorf("no result within %v: %w", timeout, err)
+			return nil, "", fmt.Errorf("no result within %v: %w", timeout, err)
 		}
 		var ev events.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			return nil, fmt.Errorf("undecodable event on %s: %v: %q", m.Subject, err, m.Data)
+			return nil, "", fmt.Errorf("undecodable event on %s: %v: %q", m.Subject, err, m.Data)
 		}
 		if ev.Kind == events.KindResult {
-			return &ev, nil
+			return &ev, m.Subject, nil
 		}
 	}
 }
@@ -358,7 +365,7 @@ func hostileCommand(t *testing.T, h *harness, project, action string, cmd events
 	if cmd.ID == "" {
 		cmd.ID = "probe-" + hostileRandom(t)
 	}
-	sub, err := h.nc.SubscribeSync(h.subjects.Event(project, cmd.ID, events.KindResult))
+	sub, err := h.nc.SubscribeSync(h.subjects.Event(project, cmd.User, cmd.ID, events.KindResult))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +519,7 @@ func runHostileCase(t *testing.T, h *harness, c *hostileCase, env hostileEnv) {
 			first.Header[k] = v
 		}
 		first.Header.Set(jetstream.MsgIDHeader, c.id+"-first")
-		orig, err := h.nc.SubscribeSync(h.subjects.Event(project, c.id+"-first", events.KindResult))
+		orig, err := h.nc.SubscribeSync(h.subjects.AllEvents())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -547,10 +554,14 @@ func runHostileCase(t *testing.T, h *harness, c *hostileCase, env hostileEnv) {
 		hostileAlive(t, h)
 		return
 	}
-	res, err := hostileResult(sub, time.Minute)
+	res, subject, err := hostileResultOn(sub, time.Minute)
 	if err != nil {
 		t.Fatalf("%s (sent via %s): %v", c.Name, via, err)
 	}
+	// A message whose sender cannot be trusted (undecodable, unsigned or
+	// forged) is refused apart, under its stream sequence: never under the
+	// user and id it claims.
+	refusedApart := strings.Contains(subject, "."+events.RefusedTokenScope+".")
 	t.Logf("%s via %s in %v: %s", c.Name, via, time.Since(began).Round(time.Millisecond), hostileDescribe(res))
 
 	wantID := c.expand(c.ExpectRequestID, env, token, false)
@@ -573,7 +584,12 @@ func runHostileCase(t *testing.T, h *harness, c *hostileCase, env hostileEnv) {
 			t.Errorf("error %s has no hint", res.Error.Code)
 		}
 	}
-	if wantID != "*" && res.RequestID != wantID {
+	switch {
+	case refusedApart && (!refusedRef.MatchString(res.RequestID) || res.User != ""):
+		t.Errorf("a refusal apart under request id %q, user %q; want its message's reference and no user", res.RequestID, res.User)
+	case refusedApart && c.ExpectRequestID != "" && c.ExpectRequestID != "*":
+		t.Errorf("refused apart (%s), but the case expects the request id %q", subject, wantID)
+	case !refusedApart && wantID != "*" && res.RequestID != wantID:
 		t.Errorf("result under request id %q, want %q", res.RequestID, wantID)
 	}
 	if res.Project != project || res.Action != c.Action {
@@ -582,6 +598,10 @@ func runHostileCase(t *testing.T, h *harness, c *hostileCase, env hostileEnv) {
 
 	hostileAlive(t, h)
 }
+
+// refusedRef is the request id of a refusal published apart: the command
+// message's stream sequence, or a random id for one no stream keeps.
+var refusedRef = regexp.MustCompile(`^(seq[0-9]+|r[0-9a-f]{32})$`)
 
 // hostileAlive checks that the worker still answers a history command.
 func hostileAlive(t *testing.T, h *harness) {

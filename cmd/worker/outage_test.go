@@ -272,7 +272,7 @@ func TestOutageNATSRestart(t *testing.T) {
 	// authority for the counts.
 	var mu sync.Mutex
 	var resultTimes []time.Time
-	sub, err := h.nc.Subscribe(h.subjects.Event("po", "*", events.KindResult), func(*nats.Msg) {
+	sub, err := h.nc.Subscribe(h.subjects.Event("po", "test:alice", "*", events.KindResult), func(*nats.Msg) {
 		mu.Lock()
 		resultTimes = append(resultTimes, time.Now())
 		mu.Unlock()
@@ -342,7 +342,7 @@ func TestOutageNATSRestart(t *testing.T) {
 	pubEnd := time.Now()
 
 	// Every request gets its result.
-	resultFilter := h.subjects.Event("po", "*", events.KindResult)
+	resultFilter := h.subjects.Event("po", "test:alice", "*", events.KindResult)
 	var results map[string]uint64
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
 		results = h.subjectCounts(resultFilter)
@@ -367,7 +367,7 @@ func TestOutageNATSRestart(t *testing.T) {
 	}
 	time.Sleep(h.cfg.AckWait + time.Second)
 	results = h.subjectCounts(resultFilter)
-	accepted := h.subjectCounts(h.subjects.Event("po", "*", events.KindAccepted))
+	accepted := h.subjectCounts(h.subjects.Event("po", "test:alice", "*", events.KindAccepted))
 
 	takenOver := map[string]bool{}
 	for _, l := range wlog.find("taking over a request") {
@@ -375,13 +375,13 @@ func TestOutageNATSRestart(t *testing.T) {
 	}
 	var lost, dup, acceptedOff []string
 	for _, id := range ids {
-		switch n := results[h.subjects.Event("po", id, events.KindResult)]; {
+		switch n := results[h.subjects.Event("po", "test:alice", id, events.KindResult)]; {
 		case n == 0:
 			lost = append(lost, id)
 		case n > 1:
 			dup = append(dup, fmt.Sprintf("%s:%d", id, n))
 		}
-		if n := accepted[h.subjects.Event("po", id, events.KindAccepted)]; n != 1 && !(n > 1 && takenOver[id]) {
+		if n := accepted[h.subjects.Event("po", "test:alice", id, events.KindAccepted)]; n != 1 && !(n > 1 && takenOver[id]) {
 			acceptedOff = append(acceptedOff, fmt.Sprintf("%s:%d", id, n))
 		}
 	}
@@ -403,7 +403,7 @@ func TestOutageNATSRestart(t *testing.T) {
 	defer st.Close()
 	notDone := 0
 	for _, id := range ids {
-		rec, err := st.GetRequest(context.Background(), id)
+		rec, err := st.GetRequest(context.Background(), "test:alice", id)
 		if err != nil || rec.State != berth.RequestDone || len(rec.Result) == 0 {
 			notDone++
 			if notDone <= 5 {

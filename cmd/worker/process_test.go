@@ -76,7 +76,7 @@ func (h *harness) startProcessEnv(env []string, extra ...string) *proc {
 		"--nats-url", h.cfg.NATSURL, "--redis-url", h.cfg.RedisURL, "--state-dir", h.cfg.StateDir,
 		"--roots", strings.Join(h.cfg.Roots, ","), "--ack-wait", h.cfg.AckWait.String(),
 		"--stabilize", h.cfg.Stabilize.String(), "--verify-timeout", h.cfg.VerifyTimeout.String(),
-		"--log-level", "debug", "--admins", strings.Join(h.cfg.Admins, ","),
+		"--log-level", "debug", "--admins", strings.Join(h.cfg.Admins, ","), "--insecure-unsigned",
 	}
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append(args, extra...)...)

@@ -140,17 +140,24 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	host, _ := os.Hostname()
 	topo := natsbus.DefaultTopology(subjects)
 	topo.AckWait = cfg.AckWait
+	verifier := &auth.Verifier{Secrets: cfg.SignSecrets, Keys: cfg.SignKeys, Window: cfg.SignWindow}
+	admission := &handlers.Admission{Mux: mux, Subjects: subjects, Verifier: verifier, Authorize: svc.Authorize,
+		ClaimSignature: w.store.ClaimSignature, SignatureWindow: cfg.SignWindow}
 	disp := &handlers.Dispatcher{
-		Mux: mux, Store: w.store, Emitter: natsbus.NewEmitter(w.nc, js), Subjects: subjects,
+		Mux: mux, Store: w.store, Emitter: natsbus.NewEmitter(w.nc, js, cfg.EventSecret), Subjects: subjects,
 		Log: log, WorkerID: fmt.Sprintf("%s/%d", host, os.Getpid()), Heartbeat: cfg.AckWait / 3,
-		Authorize: svc.Authorize, Observer: w.metrics,
+		Admission: admission, Observer: w.metrics,
 	}
-	qcfg := micro.Config{Subjects: subjects, Service: svc, Observer: w.metrics, Log: log.With().Str("component", "queries").Logger(),
+	qcfg := micro.Config{Subjects: subjects, Service: svc, Admission: admission, Observer: w.metrics, Log: log.With().Str("component", "queries").Logger(),
 		Metadata: map[string]string{"worker": disp.WorkerID}}
-	if v := (&auth.Verifier{Secrets: cfg.SignSecrets, Window: cfg.SignWindow}); v.Enabled() {
-		disp.Verify, disp.ClaimSignature, disp.SignatureWindow = v.Verify, w.store.ClaimSignature, cfg.SignWindow
-		qcfg.Verify, qcfg.ClaimSignature, qcfg.SignatureWindow = v.Verify, w.store.ClaimSignature, cfg.SignWindow
-		log.Info().Int("secrets", len(cfg.SignSecrets)).Dur("window", cfg.SignWindow).Msg("signed commands required")
+	switch {
+	case verifier.Enabled():
+		log.Info().Int("secrets", len(cfg.SignSecrets)).Int("keys", len(cfg.SignKeys)).Dur("window", cfg.SignWindow).Msg("signed commands required")
+	case !cfg.Dev:
+		log.Warn().Msg("INSECURE: unsigned commands accepted (--insecure-unsigned): anyone who may publish a command may claim to be any user")
+	}
+	if len(cfg.EventSecret) > 0 {
+		log.Info().Msg("events are signed")
 	}
 	if len(cfg.Admins) == 0 {
 		log.Warn().Msg("no global admins (--admins): no project can be configured until one is named")

@@ -15,7 +15,9 @@
 // binary, else "unknown". FAIL_HEALTH=1 makes /health answer 500;
 // REQUIRE_MIGRATION=1 makes it answer 500 until /data/migrations.log records
 // the version. FAIL_MIGRATE=1 makes migrate exit 1, FAIL_SEED=1 makes seed
-// exit 2.
+// exit 2. STARTUP_LOG, when set, is printed as one stdout line right after
+// the "starting" line (in every mode but healthcheck), so that a test can
+// make the app log a secret.
 package main
 
 import (
@@ -47,6 +49,11 @@ func main() {
 
 	v := version()
 	fmt.Fprintf(os.Stdout, "sampleapp starting mode=%s version=%s\n", mode, v)
+	if line := os.Getenv("STARTUP_LOG"); line != "" {
+		// One line, as it is (a line break in it becomes a space): a
+		// test puts a secret here to see that logs redacts it.
+		fmt.Fprintln(os.Stdout, strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(line))
+	}
 	fmt.Fprintln(os.Stderr, "sampleapp warning: this is stderr")
 
 	switch mode {
