@@ -166,6 +166,7 @@ func TestConfigStatusLogsEndToEnd(t *testing.T) {
 
 func TestDuplicateCommandAnsweredFromRecord(t *testing.T) {
 	h := newHarness(t)
+	h.configureBare("po")
 	id := "dup-req-1"
 	body := []byte(`{"id":"dup-req-1","user":"test:alice","args":{"limit":5}}`)
 	first, _ := h.sendRaw("po", events.ActionHistory, id, body, time.Minute)
@@ -191,6 +192,7 @@ func TestDuplicateCommandAnsweredFromRecord(t *testing.T) {
 
 func TestRedeliveryAfterWorkerLostTheCommand(t *testing.T) {
 	h := newHarness(t)
+	h.configureBare("po")
 	h.stop()
 	// A command published while no worker runs is taken by a "worker" (the
 	// test) that dies without acking: JetStream redelivers it after AckWait.
@@ -231,17 +233,23 @@ func TestRedeliveryAfterWorkerLostTheCommand(t *testing.T) {
 
 func TestMalformedCommandsGetBadRequestAndWorkerKeepsServing(t *testing.T) {
 	h := newHarness(t)
-	for name, c := range map[string]struct{ action, body, want string }{
-		"not json":      {events.ActionStatus, `{"user":`, "not a valid command"},
-		"unknown field": {events.ActionStatus, `{"user":"t:1","confirmm":"yes"}`, "confirmm"},
-		"bad args":      {events.ActionLogs, `{"user":"t:1","args":{"tail":"x"}}`, "args"},
-		"no user":       {events.ActionHistory, `{"args":{}}`, "user"},
+	for name, c := range map[string]struct {
+		action, body, want string
+		apart              bool // undecodable: refused apart, under its stream sequence
+	}{
+		"not json":      {events.ActionStatus, `{"user":`, "not a valid command", true},
+		"unknown field": {events.ActionStatus, `{"user":"t:1","confirmm":"yes"}`, "confirmm", true},
+		"bad args":      {events.ActionLogs, `{"user":"t:1","args":{"tail":"x"}}`, "tail", false},
+		"no user":       {events.ActionHistory, `{"args":{}}`, "user", true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := "bad-" + strings.ReplaceAll(name, " ", "-")
 			res, _ := h.sendRaw("po", c.action, id, []byte(c.body), time.Minute)
-			if errCode(res) != "bad_request" || !strings.Contains(res.Error.Message, c.want) || res.RequestID != id {
+			if errCode(res) != "bad_request" || !strings.Contains(res.Error.Message, c.want) {
 				t.Fatalf("result %+v", res)
+			}
+			if c.apart && (!refusedRef.MatchString(res.RequestID) || res.User != "") || !c.apart && res.RequestID != id {
+				t.Fatalf("refused apart %v, but the result is under %q for %q", c.apart, res.RequestID, res.User)
 			}
 		})
 	}
@@ -254,9 +262,11 @@ func TestMalformedCommandsGetBadRequestAndWorkerKeepsServing(t *testing.T) {
 	if errCode(res) != "bad_request" || !strings.Contains(res.Error.Hint, "status") {
 		t.Fatalf("unknown action: %+v", res.Error)
 	}
-	// The worker still serves.
+	// The worker still serves (po is not configured: not_found).
 	res, _ = h.send("po", events.ActionHistory, events.Command{})
-	mustOK(t, res)
+	if errCode(res) != "not_found" {
+		t.Fatalf("history after the malformed commands: %+v", res.Error)
+	}
 }
 
 // tempRoot is a directory that holds the sample app's production dirs:
@@ -269,7 +279,41 @@ func tempRoot(t *testing.T) string {
 
 func TestDevModeServesCommands(t *testing.T) {
 	testenv.Integration(t)
-	cfg, err := ParseConfig([]string{"--dev-nats-listen", "127.0.0.1:-1", "--state-dir", t.TempDir()}, func(k string) string {
+	_, w, logs := startDevWorker(t, t.TempDir())
+	defer func() { w.Stop(); _ = w.Wait(); w.Close() }()
+	if !strings.Contains(logs.String(), "DEVELOPMENT MODE") {
+		t.Fatalf("dev mode did not say so: %s", logs.String())
+	}
+	nc, err := nats.Connect(w.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("berth.evt.dev.cli:me.dev-1.result")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A plain core publish, as `nats pub` sends it, is captured by the stream.
+	if err := nc.Publish("berth.cmd.dev.history", []byte(`{"id":"dev-1","user":"cli:me"}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no result in dev mode: %v", err)
+	}
+	var ev events.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil || errCode(ev) != "not_found" || ev.RequestID != "dev-1" {
+		t.Fatalf("result %s, want not_found: project dev is not configured", m.Data)
+	}
+}
+
+// startDevWorker starts a worker in development mode (no NATS or Redis
+// URL) on the state directory, as `go run ./cmd/worker` does, with extra
+// flags; its log goes to the returned writer.
+func startDevWorker(t *testing.T, stateDir string, args ...string) (*Config, *Worker, *lockedWriter) {
+	t.Helper()
+	args = append([]string{"--dev-nats-listen", "127.0.0.1:-1", "--state-dir", stateDir}, args...)
+	cfg, err := ParseConfig(args, func(k string) string {
 		if k == "HOME" {
 			return "/root"
 		}
@@ -283,31 +327,7 @@ func TestDevModeServesCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { w.Stop(); _ = w.Wait(); w.Close() }()
-	if !strings.Contains(logs.String(), "DEVELOPMENT MODE") {
-		t.Fatalf("dev mode did not say so: %s", logs.String())
-	}
-	nc, err := nats.Connect(w.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	sub, err := nc.SubscribeSync("berth.evt.dev.dev-1.result")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A plain core publish, as `nats pub` sends it, is captured by the stream.
-	if err := nc.Publish("berth.cmd.dev.history", []byte(`{"id":"dev-1","user":"cli:me"}`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := sub.NextMsg(30 * time.Second)
-	if err != nil {
-		t.Fatalf("no result in dev mode: %v", err)
-	}
-	var ev events.Event
-	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.OK == nil || !*ev.OK {
-		t.Fatalf("result %s", m.Data)
-	}
+	return cfg, w, logs
 }
 
 type lockedWriter struct {
