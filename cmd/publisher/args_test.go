@@ -132,8 +132,15 @@ func TestReorderArgs(t *testing.T) {
 	}
 }
 
+// env is a getenv of m. BERTH_USER, unless m has it (even empty), is
+// test:env: a command needs a user.
 func env(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+	return func(k string) string {
+		if v, ok := m[k]; ok || k != "BERTH_USER" {
+			return v
+		}
+		return "test:env"
+	}
 }
 
 func TestParseArgs(t *testing.T) {
@@ -148,7 +155,7 @@ func TestParseArgs(t *testing.T) {
 	if string(o.args) != `{"follow_s":20,"grep":"error","tail":100}` {
 		t.Fatalf("args = %s", o.args)
 	}
-	if o.user != "cli:ann" || o.prefix != "berth" {
+	if o.user != "test:env" || o.prefix != "berth" {
 		t.Fatalf("user %q prefix %q", o.user, o.prefix)
 	}
 	if o.timeout != 50*time.Second {
@@ -174,7 +181,7 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.timeout != 15*time.Minute || o.confirm != "yes" || o.id != "req-1" || o.user != "cli:unknown" {
+	if o.timeout != 15*time.Minute || o.confirm != "yes" || o.id != "req-1" || o.user != "test:env" {
 		t.Fatalf("deploy: %+v", o)
 	}
 
@@ -200,12 +207,19 @@ func TestParseArgsErrors(t *testing.T) {
 	}{
 		{nil, "missing <action>"},
 		{[]string{"status"}, "missing <project>"},
-		{[]string{"stat", "po"}, `unknown action "stat"; the actions are: config.set, config.get`},
+		{[]string{"stat", "po"}, `unknown action "stat" (did you mean start?); the actions are: config.set, config.get`},
+		{[]string{"stauts", "po"}, `unknown action "stauts" (did you mean status?)`},
+		{[]string{"reboot", "po"}, `unknown action "reboot"; the actions are`},
+		{[]string{"demo"}, `unknown action "demo"`},
+		{[]string{"po", "status"}, `"po" is not an action, but "status" is: the action comes first, then the project: publisher status po`},
+		{[]string{"--follow", "abc", "po", "logs"}, `publisher logs po`},
+		{[]string{"deploy", "po", "--yes", "--confirm", "tok"}, "use --yes or --confirm, not both"},
+		{[]string{"--follow", "abc", "-y"}, "does not go with --follow"},
 		{[]string{"status", "Po"}, `invalid project "Po"`},
 		{[]string{"status", "po", "extra"}, "too many arguments"},
 		{[]string{"status", "po", "--bogus"}, "flag provided but not defined"},
 		{[]string{"status", "po", "--id", "bad id"}, "not a valid request id"},
-		{[]string{"status", "po", "--user", ""}, "user is missing"},
+		{[]string{"status", "po", "--user", ""}, "who is asking? give your user as <platform>:<id>: --user cli:alice, or BERTH_USER=cli:alice"},
 		{[]string{"status", "po", "--arg", "x"}, "must be key=value"},
 		{[]string{"status", "po", "--tls-cert", "c.pem"}, "go together"},
 		{[]string{"status", "po", "--timeout", "0s"}, "must be positive"},
@@ -236,6 +250,82 @@ func TestFormatDuration(t *testing.T) {
 	for d, want := range cases {
 		if got := formatDuration(d); got != want {
 			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// A command says who asks: --user, BERTH_USER, or the publisher's key
+// berth_user in the NATS context; never a guess.
+func TestParseArgsUser(t *testing.T) {
+	cfg := t.TempDir()
+	writeContext(t, cfg, "bob", map[string]any{"url": "nats://x:4222", "user": "nats-login", "password": "pw", "berth_user": "cli:bob"})
+	writeContext(t, cfg, "plain", map[string]any{"url": "nats://x:4222", "user": "nats-login"})
+	noUser := map[string]string{"BERTH_USER": "", "USER": "ann", "XDG_CONFIG_HOME": cfg}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range noUser {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the user; "" for a usage error
+		warn bool
+	}{
+		{"none: refused, $USER is no Berth user", []string{"status", "po"}, noUser, "", false},
+		{"none with a context without berth_user", []string{"status", "po", "--context", "plain"}, noUser, "", false},
+		{"flag", []string{"status", "po", "--user", "cli:ann"}, noUser, "cli:ann", false},
+		{"env", []string{"status", "po"}, with(map[string]string{"BERTH_USER": "telegram:42"}), "telegram:42", false},
+		{"context", []string{"status", "po", "--context", "bob"}, noUser, "cli:bob", false},
+		{"env wins over the context", []string{"status", "po", "--context", "bob"}, with(map[string]string{"BERTH_USER": "cli:eve"}), "cli:eve", false},
+		{"flag wins over the context", []string{"status", "po", "--context", "bob", "--user", "cli:ann"}, noUser, "cli:ann", false},
+		{"explicitly empty", []string{"status", "po", "--context", "bob", "--user", ""}, noUser, "", false},
+		{"follow needs one too", []string{"--follow", "abc"}, noUser, "", false},
+		{"no platform: a warning", []string{"status", "po", "--user", "bob"}, noUser, "bob", true},
+	} {
+		o, err := parseArgs(c.args, env(c.env))
+		if c.want == "" {
+			var ue *usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--user cli:alice") || !strings.Contains(err.Error(), "BERTH_USER") {
+				t.Errorf("%s: %v, want a usage error saying how to give the user", c.name, err)
+			}
+			continue
+		}
+		if err != nil || o.user != c.want {
+			t.Errorf("%s: user %v, %v; want %q", c.name, o, err, c.want)
+			continue
+		}
+		warned := len(o.warnings) == 1 && strings.Contains(o.warnings[0], "users are <platform>:<id>, e.g. cli:bob")
+		if warned != c.warn {
+			t.Errorf("%s: warnings %q", c.name, o.warnings)
+		}
+	}
+	// The context's "user" is the NATS login, never the Berth user.
+	o, err := parseArgs([]string{"status", "po", "--context", "bob"}, env(noUser))
+	if err != nil || o.natsUser != "nats-login" || o.user != "cli:bob" {
+		t.Fatalf("%+v, %v", o, err)
+	}
+}
+
+func TestEditDistanceAndClosest(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		d    int
+	}{{"status", "status", 0}, {"stauts", "status", 1}, {"stat", "start", 1}, {"deplyo", "deploy", 1}, {"", "abc", 3}, {"démo", "demo", 1}} {
+		if got := editDistance(c.a, c.b); got != c.d {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.d)
+		}
+	}
+	acts := events.Actions()
+	for in, want := range map[string]string{"stats": "status", "relases": "releases", "histroy": "history", "reboot": "", "confg.get": "config.get", "status": ""} {
+		if got := closest(in, acts, 2); got != want {
+			t.Errorf("closest(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

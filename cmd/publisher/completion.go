@@ -24,6 +24,7 @@ var actionArgKeys = map[string][]string{
 	events.ActionRestart:      {"services"},
 	events.ActionDeploy:       {"workspace"},
 	events.ActionRollback:     {"to"},
+	events.ActionReleases:     nil,
 	events.ActionStart:        {"services"},
 	events.ActionStop:         {"services"},
 }

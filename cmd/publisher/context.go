@@ -28,6 +28,11 @@ type natsContext struct {
 	InboxPrefix string `json:"inbox_prefix"`
 	TLSFirst    bool   `json:"tls_first"`
 
+	// BerthUser is the publisher's own key: the Berth user (cli:alice)
+	// who asks, when neither --user nor BERTH_USER says. The nats CLI
+	// ignores it. ("user" is the NATS login, not a Berth user.)
+	BerthUser string `json:"berth_user"`
+
 	// Settings the publisher cannot honour: a context that sets one is
 	// refused rather than half used.
 	NSC         string `json:"nsc"`

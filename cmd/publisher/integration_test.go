@@ -236,7 +236,7 @@ func TestRunNoStream(t *testing.T) {
 
 func TestRunConnectionError(t *testing.T) {
 	var out, errw bytes.Buffer
-	code := run(t.Context(), []string{"status", "po", "-s", "nats://127.0.0.1:1"}, &out, &errw)
+	code := run(t.Context(), []string{"status", "po", "-s", "nats://127.0.0.1:1", "--user", "test:1"}, &out, &errw)
 	if code != exitUnavailable || !strings.Contains(errw.String(), "cannot connect to NATS at nats://127.0.0.1:1") {
 		t.Fatalf("exit %d, stderr %q", code, errw.String())
 	}
@@ -245,7 +245,7 @@ func TestRunConnectionError(t *testing.T) {
 func TestRunUsage(t *testing.T) {
 	var out, errw bytes.Buffer
 	code := run(t.Context(), []string{"stauts", "po"}, &out, &errw)
-	if code != exitUsage || !strings.Contains(errw.String(), `unknown action "stauts"`) ||
+	if code != exitUsage || !strings.Contains(errw.String(), `unknown action "stauts" (did you mean status?)`) ||
 		!strings.Contains(errw.String(), "status, logs, restart, deploy, rollback, start, stop, history") {
 		t.Fatalf("exit %d, stderr %q", code, errw.String())
 	}
@@ -336,31 +336,41 @@ func TestRunFollow(t *testing.T) {
 
 func TestRunConfirmThenResult(t *testing.T) {
 	s, _, js := setupStreams(t)
-	wait := fakeWorker(t, js, func(cmd *events.Command) []events.Event {
+	respond := func(cmd *events.Command) []events.Event {
 		return []events.Event{
 			{Kind: events.KindAccepted},
 			{Kind: events.KindConfirm, Token: "tok-9", ExpiresAt: events.Timestamp(time.Now().Add(5 * time.Minute)),
-				Plan: json.RawMessage(`{"services":["web"]}`)},
+				Plan: json.RawMessage(`{"services":["web"],"containers":["po-web-1"],"steps":["lock","stop"]}`)},
 			{Kind: events.KindResult, OK: ptr(false), Error: &events.Error{Code: events.CodeConfirmationRequired,
-				Message: "deploy needs confirmation", Hint: "send confirm: tok-9"}},
+				Message: "stop of po needs confirmation", Hint: "send confirm: tok-9"}},
 		}
-	})
-	code, out, errw := runPublisher(t, s, "po", "deploy") // wrong order is a usage error
-	if code != exitUsage {
+	}
+	code, out, errw := runPublisher(t, s, "po", "stop") // wrong order is a usage error
+	if code != exitUsage || !strings.Contains(errw, "publisher stop po") {
 		t.Fatalf("swapped args: exit %d, stderr %q", code, errw)
 	}
-	code, out, errw = runPublisher(t, s, "deploy", "po")
+	wait := fakeWorker(t, js, respond)
+	code, out, errw = runPublisher(t, s, "stop", "po")
 	wait()
-	if code != exitFailed {
+	// A plan is not a failure: exit 0, "confirmation required" after it.
+	if code != exitOK {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, out, errw)
 	}
-	for _, want := range []string{"deploy po needs confirmation", "token:   tok-9", "expires: ",
-		"to confirm, run:\n  publisher deploy po --confirm tok-9\n", `"web"`} {
+	for _, want := range []string{"stop po needs confirmation", "stops:     web", "containers: po-web-1", "token:     tok-9", "expires: ",
+		"to confirm, run:\n  publisher stop po --confirm tok-9\n"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(errw, "error: confirmation_required: deploy needs confirmation") {
+	if !strings.HasSuffix(errw, "confirmation required: stop of po needs confirmation\n") || strings.Contains(errw, "error") {
 		t.Fatalf("stderr %q", errw)
+	}
+
+	// --strict-exit: exit 10, for scripts that tell a plan from a run.
+	wait = fakeWorker(t, js, respond)
+	code, _, _ = runPublisher(t, s, "stop", "po", "--strict-exit")
+	wait()
+	if code != exitConfirm {
+		t.Fatalf("--strict-exit: exit %d, want %d", code, exitConfirm)
 	}
 }

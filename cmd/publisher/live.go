@@ -31,6 +31,12 @@ type liveView struct {
 	width func() int // terminal columns
 	color bool
 	now   func() time.Time
+	// action is the request's action: in any but rollback, a step
+	// followed by the rollback step failed.
+	action string
+	// verbose: Compose's lines come whole (composeLines); the few a
+	// second that progress repeats of them are not printed again.
+	verbose bool
 
 	st      liveState
 	shown   bool // the status line is on the screen
@@ -108,14 +114,18 @@ func (l *liveView) progress(ev *events.Event) {
 	switch {
 	case ev.Step != l.st.step:
 		if l.st.step != "" {
-			l.printLocked(l.finishedLine(true, now))
+			// The step before a rollback (of anything but a rollback
+			// action, whose first step is named so) is the one that failed.
+			ok := ev.Step != events.StepRollback || l.action == events.ActionRollback
+			l.printLocked(l.finishedLine(ok, now))
 		}
 		l.st = liveState{step: ev.Step, message: ev.Message, first: ev.Message, done: ev.Done, total: ev.Total,
 			stepStart: now, frame: l.st.frame}
 	default:
 		// Another message of the same step: an output line (a build
 		// line, a service that is up) stays on the screen above.
-		if ev.Message != "" && ev.Message != l.st.message {
+		repeat := l.verbose && ev.Done == nil && ev.Total == nil
+		if ev.Message != "" && ev.Message != l.st.message && !repeat {
 			l.printLocked(l.outputLine(ev))
 		}
 		if ev.Message != "" {
@@ -126,6 +136,28 @@ func (l *liveView) progress(ev *events.Event) {
 		}
 	}
 	l.drawLocked()
+}
+
+// composeLines prints lines of Compose's output as output lines of the
+// step in progress.
+func (l *liveView) composeLines(lines []events.LogLine) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	for _, ln := range lines {
+		ln = sanitizeLogLine(ln)
+		l.printLocked(l.outputLine(&events.Event{Step: l.st.step, Message: strings.ReplaceAll(ln.Line, "\t", " ")}))
+	}
+	l.drawLocked()
+}
+
+// currentStep is the step in progress ("" before the first).
+func (l *liveView) currentStep() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.step
 }
 
 // suspend clears the status line before other output.
@@ -207,7 +239,8 @@ func (l *liveView) finishedLine(ok bool, now time.Time) string {
 
 // outputLine is the permanent line of an output message of a step.
 func (l *liveView) outputLine(ev *events.Event) string {
-	prefix := "  " + padRight(ev.Step, stepWidth-1) + " │ "
+	// The bar lines up under the messages of the finished steps' lines.
+	prefix := "  " + padRight(ev.Step, stepWidth+1) + "│ "
 	line := paint(l.color, ansiDim, prefix) + ev.Message
 	if ev.Done != nil && ev.Total != nil {
 		line += fmt.Sprintf(" (%d/%d)", *ev.Done, *ev.Total)

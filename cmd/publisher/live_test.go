@@ -171,13 +171,13 @@ func TestLiveViewDeploy(t *testing.T) {
 		"✓ plan     re-checking the confirmed plan",
 		"✓ lock     locked",
 		"✓ sync     copying files (3/3)",
-		"  build   │ #5 [web 2/3] COPY app /app",
-		`  build   │ #6 exporting layers\x1b]0;pwned\a`,
+		"  build    │ #5 [web 2/3] COPY app /app",
+		`  build    │ #6 exporting layers\x1b]0;pwned\a`,
 		"a container line",
 		"✓ build    docker compose build",
-		"  verify  │ web is up (healthy) (1/2)",
+		"  verify   │ web is up (healthy) (1/2)",
 		"✓ verify   waiting for the services to be up (1/2)",
-		"{",
+		"deployed release r-1",
 	}
 	if len(got) < len(want) {
 		t.Fatalf("screen:\n%s", strings.Join(got, "\n"))

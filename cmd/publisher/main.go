@@ -35,12 +35,29 @@
 // NAME); docs/security.md has the permissions a bot needs.
 //
 // On a terminal it shows progress live (a status line with the step, a
-// progress bar and the time taken, build output above it) and uses
-// colours; otherwise it prints plain lines. --json prints every event as
-// one JSON line.
+// progress bar and the time taken, build output above it; a step that
+// failed is marked ✗, and the rollback that follows it is the
+// rollback's) and uses colours; otherwise it prints plain lines. Plans
+// and results are printed as text (plans.go, results.go): a deploy plan
+// as what widens a service's reach over the host, the compose diff and
+// the files; a result as tables and key: value lines; a failure with the
+// failing service, its health output and last log lines first. --json
+// prints every event as one JSON line, as received. --verbose shows every
+// line of Compose's output (log events of stream "compose").
 //
-// Exit codes: 0 the result is ok; 1 the result is an error; 2 bad usage;
-// 3 no result within --timeout, no worker stream, or a connection error.
+// Every command says who asks: --user, BERTH_USER, or "berth_user" in
+// the --context file; without one it is refused (confirm.go has the
+// confirmation, suggest.go the suggestions for a mistyped action or
+// project).
+//
+// A mutation's plan is confirmed in one step on a terminal (the
+// publisher asks, then sends the confirming command with the plan's
+// token) or with --yes; otherwise the run ends at the plan, exit 0.
+//
+// Exit codes: 0 the result is ok, or the run ended at a plan to confirm;
+// 1 the result is an error; 2 bad usage; 3 no result within --timeout,
+// no worker stream, or a connection error; 10 the run ended at a plan,
+// with --strict-exit; 130 interrupted.
 package main
 
 import (
@@ -71,6 +88,7 @@ const (
 	exitFailed      = 1   // the result is an error
 	exitUsage       = 2   // bad flags or arguments
 	exitUnavailable = 3   // no result in time, no stream, connection error
+	exitConfirm     = 10  // with --strict-exit: the command ended at its plan, nothing was done
 	exitInterrupted = 130 // interrupted by a signal
 )
 
@@ -118,19 +136,25 @@ type options struct {
 	// (auth.VerifyEvent); nil when events are not checked.
 	eventSecrets [][]byte
 
-	prefix  string
-	user    string
-	args    json.RawMessage
-	confirm string
-	id      string
-	jsonOut bool
-	quiet   bool
-	timeout time.Duration
-	follow  string
-	noColor bool
+	prefix     string
+	user       string
+	args       json.RawMessage
+	confirm    string
+	id         string
+	jsonOut    bool
+	quiet      bool
+	timeout    time.Duration
+	follow     string
+	noColor    bool
+	yes        bool // confirm the plan with its token without asking
+	strictExit bool // exitConfirm for a command that ended at its plan
+	verbose    bool // every line of Compose's output
 
 	action  string
 	project string
+
+	// warnings are printed on stderr before the command is sent.
+	warnings []string
 }
 
 // usageError is a command-line mistake: it exits with exitUsage.
@@ -205,15 +229,8 @@ func newFlagSet(o *options, sec *secretFlags, pairs *stringList, argsJSON *strin
 		prefix = events.DefaultPrefix
 	}
 	fs.StringVar(&o.prefix, "prefix", prefix, "subject prefix (env BERTH_PREFIX)")
-	user := getenv("BERTH_USER")
-	if user == "" {
-		u := getenv("USER")
-		if u == "" {
-			u = "unknown"
-		}
-		user = "cli:" + u
-	}
-	fs.StringVar(&o.user, "user", user, "who asks, as <platform>:<id> (env BERTH_USER)")
+	fs.StringVar(&o.user, "user", getenv("BERTH_USER"),
+		`who asks, as <platform>:<id>, such as cli:alice (env BERTH_USER; else "berth_user" of the --context file); required`)
 	fs.Var(pairs, "arg", "an argument `k=v`, repeatable; v is JSON when valid JSON, else a string")
 	fs.StringVar(argsJSON, "args", "", "arguments as a JSON object (merged with --arg)")
 	fs.StringVar(&o.confirm, "confirm", "", "confirm with `yes|TOKEN`: yes, or the token of a confirm event")
@@ -224,6 +241,12 @@ func newFlagSet(o *options, sec *secretFlags, pairs *stringList, argsJSON *strin
 		"how long to wait for the result; without it 15m for deploy, restart and rollback, follow_s+30s for logs that follow")
 	fs.StringVar(&o.follow, "follow", "", "replay and follow the events of an existing request `ID` of --user")
 	fs.BoolVar(&o.noColor, "no-color", false, "never use colours (also env NO_COLOR)")
+	fs.BoolVar(&o.yes, "yes", false, "confirm the plan with its token without asking; without it, on a terminal (and not with --json or --quiet) the publisher asks")
+	fs.BoolVar(&o.yes, "y", false, "shorthand for --yes")
+	fs.BoolVar(&o.strictExit, "strict-exit", false,
+		fmt.Sprintf("exit %d (instead of 0) when the command ended at its plan: confirmation required, not confirmed, nothing done", exitConfirm))
+	fs.BoolVar(&o.verbose, "verbose", false, "show every line of Compose's output (builds, pulls, up), not only a few a second")
+	fs.BoolVar(&o.verbose, "v", false, "shorthand for --verbose")
 	return fs
 }
 
@@ -252,6 +275,8 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		return nil, usagef("with --follow give no arguments, or <action> <project>")
 	case len(pos) == 0:
 		return nil, usagef("missing <action> and <project>")
+	case len(pos) == 1 && !events.IsKnownAction(pos[0]):
+		return nil, unknownAction(pos[0])
 	case len(pos) == 1:
 		return nil, usagef("missing <project> after %q", pos[0])
 	case len(pos) > 2:
@@ -260,11 +285,22 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if len(pos) == 2 {
 		o.action, o.project = pos[0], pos[1]
 		if !events.IsKnownAction(o.action) {
-			return nil, usagef("unknown action %q; the actions are: %s", o.action, strings.Join(events.Actions(), ", "))
+			if events.IsKnownAction(o.project) {
+				// publisher demo status: the words are swapped.
+				return nil, usagef("%q is not an action, but %q is: the action comes first, then the project: %s %s %s",
+					o.action, o.project, progName, o.project, o.action)
+			}
+			return nil, unknownAction(o.action)
 		}
 		if !events.ValidProject(o.project) {
 			return nil, usagef("invalid project %q: use at most 63 lower-case letters, digits, '_' and '-', starting with a letter or digit", o.project)
 		}
+	}
+	if o.yes && o.confirm != "" {
+		return nil, usagef("use --yes or --confirm, not both: --yes confirms the plan it is shown, --confirm one shown before")
+	}
+	if o.yes && o.follow != "" {
+		return nil, usagef("--yes confirms the plan of a command it sends; it does not go with --follow (confirm with --confirm TOKEN)")
 	}
 	if o.follow != "" && !events.ValidRequestID(o.follow) {
 		return nil, usagef("--follow %q is not a request id (1 to 64 of A-Z a-z 0-9 _ -)", o.follow)
@@ -287,6 +323,12 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 			set["nats-password"] = true
 		}
 		applyNATSContext(o, c, set, getenv)
+		if o.user == "" && !set["user"] {
+			o.user = c.BerthUser
+		}
+	}
+	if err := checkUser(o); err != nil {
+		return nil, err
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return nil, usagef("--nats-tls-cert and --nats-tls-key go together")
@@ -330,7 +372,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		return o, nil
 	}
 	if o.id == "" {
-		o.id = strings.ReplaceAll(uuid.NewString(), "-", "")
+		o.id = newRequestID()
 	}
 	cmd := o.command()
 	if err := cmd.Validate(); err != nil {
@@ -426,6 +468,30 @@ func validPrefix(p string) bool {
 	return true
 }
 
+// unknownAction is the usage error of an action that is not one, with
+// the closest known action when one is close (did you mean status?).
+func unknownAction(a string) error {
+	msg := fmt.Sprintf("unknown action %q", a)
+	if s := closest(a, events.Actions(), 2); s != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", s)
+	}
+	return usagef("%s; the actions are: %s", msg, strings.Join(events.Actions(), ", "))
+}
+
+// checkUser refuses a command without a user, which the worker would
+// know as nobody in particular, and warns of a user without a platform.
+func checkUser(o *options) error {
+	if strings.TrimSpace(o.user) == "" {
+		return usagef("who is asking? give your user as <platform>:<id>: --user cli:alice, or BERTH_USER=cli:alice in the environment, " +
+			`or "berth_user": "cli:alice" in the NATS context file of --context; the worker checks its roles against it`)
+	}
+	if !strings.Contains(o.user, ":") {
+		o.warnings = append(o.warnings, fmt.Sprintf("warning: user %q has no platform: users are <platform>:<id>, e.g. cli:%s; the worker's roles name them so",
+			o.user, o.user))
+	}
+	return nil
+}
+
 // printUsage writes the usage text, with the actions and flags.
 func printUsage(w io.Writer, getenv func(string) string) {
 	o := &options{}
@@ -440,12 +506,40 @@ func printUsage(w io.Writer, getenv func(string) string) {
 actions: %[2]s
 
 examples:
+  export BERTH_USER=cli:alice                   (who asks: required, <platform>:<id>)
   %[1]s status myproj
   %[1]s logs myproj --arg service=web --arg tail=100 --arg grep=error
-  %[1]s deploy myproj            (then confirm with --confirm <token>)
+  %[1]s deploy myproj                       (on a terminal: shows the plan, asks, confirms)
+  %[1]s deploy myproj --yes                 (confirms without asking, also in scripts)
+  %[1]s deploy myproj --confirm <token>     (confirm a plan shown before)
   %[1]s status myproj --json
   %[1]s status myproj --context prod        (a context of the nats CLI)
   source <(%[1]s completion bash)           (shell completion; also zsh, fish)
+
+confirming:
+  deploy, restart, rollback, stop and config.delete show their plan first
+  (as text: files, compose changes, what widens a service's reach over the
+  host, steps; --json prints the events as they are). On a terminal (stdin
+  and stdout), the publisher then asks "Deploy to myproj? [y/N]" and, on y,
+  confirms with the plan's token as a new command and shows its progress.
+  --yes confirms without asking, anywhere. Otherwise the plan ends the run:
+  it prints the command that confirms it and "confirmation required", and
+  exits 0, or %[3]d with --strict-exit. A plan only another user may
+  confirm (require_second_approver) is never confirmed by the publisher.
+
+user:
+  --user, else BERTH_USER, else "berth_user" in the file of --context (the
+  context's own "user" is the NATS login): the worker checks the roles of
+  this user. Without one the publisher refuses to run; a user without a
+  platform ("bob", not "cli:bob") gets a warning.
+
+exit codes:
+  0    the result is ok (or the run ended at a plan to confirm)
+  1    the result is an error (a failed deploy, forbidden, not_found, …)
+  2    bad usage (unknown action, missing user, …)
+  3    no result within --timeout, no worker stream, a connection error
+  %[3]d   with --strict-exit: the run ended at a plan, nothing was done
+  130  interrupted (the request goes on in the worker; --follow it)
 
 protocol:
   The command is published with JetStream on <prefix>.cmd.<project>.<action>,
@@ -484,22 +578,39 @@ protocol:
   characters as \u escapes.
 
 flags:
-`, progName, strings.Join(events.Actions(), ", "))
+`, progName, strings.Join(events.Actions(), ", "), exitConfirm)
 	fs.SetOutput(w)
 	fs.PrintDefaults()
+}
+
+// stdio are the standard streams of a run.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
 }
 
 // run is the whole command: it parses args, sends the command (or follows
 // a request) and prints its events. It returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runIO(ctx, args, stdio{in: os.Stdin, out: stdout, err: stderr}, os.Getenv)
+}
+
+// maxConfirmRounds is how many requests one run sends: the plan, its
+// confirmation, and, when the plan changed before it ran (plan_changed,
+// with the new plan, asked again on a terminal), the new plan's.
+const maxConfirmRounds = 3
+
+// runIO is run with the standard streams and the environment given.
+func runIO(ctx context.Context, args []string, std stdio, getenv func(string) string) int {
+	stdout, stderr := std.out, std.err
 	if len(args) > 0 && args[0] == "completion" {
 		return runCompletion(args[1:], stdout, stderr)
 	}
 	rawStderr := stderr
 	stderr = &lockedWriter{w: stderr} // the NATS error handler writes from another goroutine
-	o, err := parseArgs(args, os.Getenv)
+	o, err := parseArgs(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		printUsage(stdout, os.Getenv)
+		printUsage(stdout, getenv)
 		return exitOK
 	}
 	if err != nil {
@@ -508,36 +619,48 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			progName, strings.Join(events.Actions(), ", "), progName)
 		return exitUsage
 	}
-
-	colorOK := !o.noColor && os.Getenv("NO_COLOR") == ""
-	r := &renderer{
-		out:      stdout,
-		errw:     stderr,
-		color:    colorOK && isTerminal(stdout),
-		errColor: colorOK && isTerminal(rawStderr),
-		jsonMode: o.jsonOut,
-		quiet:    o.quiet,
-		id:       o.id,
-		action:   o.action,
-		project:  o.project,
-		args:     o.args,
-		now:      time.Now,
+	for _, w := range o.warnings {
+		fmt.Fprintln(stderr, w)
 	}
+
+	colorOK := !o.noColor && getenv("NO_COLOR") == ""
+	// The publisher asks before it confirms only where someone can answer
+	// and read the plan: stdin and stdout on a terminal, plain text.
+	interactive := o.follow == "" && o.confirm == "" && !o.jsonOut && !o.quiet && isTerminal(std.in) && isTerminal(stdout)
+	r := &renderer{
+		out:         stdout,
+		errw:        stderr,
+		color:       colorOK && isTerminal(stdout),
+		errColor:    colorOK && isTerminal(rawStderr),
+		jsonMode:    o.jsonOut,
+		quiet:       o.quiet,
+		verbose:     o.verbose,
+		autoConfirm: o.follow == "" && o.confirm == "" && (o.yes || interactive),
+		interactive: interactive,
+		id:          o.id,
+		action:      o.action,
+		project:     o.project,
+		args:        o.args,
+		now:         time.Now,
+		loc:         time.Local,
+	}
+	var newLive func() *liveView
 	if !o.jsonOut && !o.quiet {
 		// A live view only on a terminal; plain lines otherwise.
-		if lv := newLiveView(rawStderr, r.errColor, os.Getenv); lv != nil {
-			r.live = lv
-			lv.w = stderr
-			lv.start(100 * time.Millisecond)
-			defer lv.stop(false)
+		newLive = func() *liveView {
+			lv := newLiveView(rawStderr, r.errColor, getenv)
+			if lv != nil {
+				lv.w, lv.action, lv.verbose = stderr, o.action, o.verbose
+			}
+			return lv
 		}
 	}
-	deadline := time.Now().Add(o.timeout)
 
 	// A permission the NATS user lacks shows only as an asynchronous
 	// error; it ends the run at once instead of by a timeout.
 	asyncErrs := make(chan error, 16)
-	nc, err := connect(o, stderr, func(err error) {
+	natsErrw := &mutableWriter{w: stderr}
+	nc, err := connect(o, natsErrw, func(err error) {
 		select {
 		case asyncErrs <- err:
 		default:
@@ -565,13 +688,94 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newClient(nc, events.NewSubjects(o.prefix))
 	c.signSecret, c.signKeyID = o.signSecret, o.signKeyID
 
+	cmd := o.command()
+	var code int
+	for round := 1; ; round++ {
+		code = request(ctx, c, o, cmd, r, newLive, stderr)
+		conf := r.confirmation
+		if conf == nil || code == exitInterrupted || code == exitUnavailable {
+			break
+		}
+		if conf.changed && !interactive {
+			break // plan_changed is the confirmation's failure: exit 1
+		}
+		if o.follow != "" || conf.byOther || (!o.yes && !interactive) {
+			if o.yes && conf.byOther {
+				fmt.Fprintf(stderr, "--yes cannot confirm: project %s needs a second approver, another user confirms with the token\n", sanitize(o.project, oneLine))
+			}
+			code = confirmExit(o)
+			break
+		}
+		if round >= maxConfirmRounds {
+			fmt.Fprintf(stderr, "the plan changed again; not confirmed, nothing was done\n")
+			code = exitFailed
+			break
+		}
+		if interactive {
+			yes, err := ask(ctx, std.in, stdout, confirmQuestion(o.action, o.project, conf.changed))
+			if err != nil {
+				fmt.Fprintf(stderr, "\ninterrupted; nothing was confirmed\n")
+				return exitInterrupted
+			}
+			if !yes {
+				fmt.Fprintf(stderr, "not confirmed; nothing was done\n")
+				code = confirmExit(o)
+				break
+			}
+		} else if !o.quiet && !o.jsonOut {
+			fmt.Fprintf(stderr, "confirming (--yes)\n")
+		}
+		// The confirmation is a command of its own, with the plan's token
+		// and the same args.
+		cmd = &events.Command{ID: newRequestID(), User: o.user, Args: o.args, Confirm: conf.token}
+		r.reset(cmd.ID)
+	}
+
+	// A project the user cannot see: one of the projects they can see,
+	// when one has a name close to it. Asked only on this error path.
+	if res := r.result; res != nil && res.Error != nil && o.project != "" && !o.jsonOut &&
+		(res.Error.Code == events.CodeNotFound || res.Error.Code == events.CodeForbidden) {
+		// A NATS user that may not ask berth.q.projects gets no
+		// suggestion, and no word of the permission it lacks for it.
+		natsErrw.mute()
+		if s := c.suggestProject(ctx, o.user, o.project); s != "" {
+			fmt.Fprintf(stderr, "%s did you mean %s? (%s %s %s)\n", paint(r.errColor, ansiBold, "hint:"), sanitize(s, oneLine),
+				progName, shellQuote(o.action), shellQuote(sanitize(s, oneLine)))
+		}
+	}
+	return code
+}
+
+// confirmExit is the exit code of a command that ended at its plan.
+func confirmExit(o *options) int {
+	if o.strictExit {
+		return exitConfirm
+	}
+	return exitOK
+}
+
+// newRequestID is a new random request id.
+func newRequestID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+
+// request sends cmd (or follows the request of --follow), prints its
+// events with r, and returns the exit code.
+func request(ctx context.Context, c *client, o *options, cmd *events.Command, r *renderer, newLive func() *liveView, stderr io.Writer) int {
+	if newLive != nil {
+		if lv := newLive(); lv != nil {
+			r.live = lv
+			lv.start(100 * time.Millisecond)
+			defer func() { lv.stop(false); r.live = nil }()
+		}
+	}
+	deadline := time.Now().Add(o.timeout)
 	var src eventSource
+	var err error
 	var refused string // where the worker would refuse the command as untrusted
 	if o.follow != "" {
 		src, err = c.follow(ctx, o.project, o.user, o.id)
 	} else {
 		var seq uint64
-		src, seq, err = c.send(ctx, o.project, o.action, o.command(), stderr)
+		src, seq, err = c.send(ctx, o.project, o.action, cmd, stderr)
 		if seq != 0 {
 			refused = c.subj.Refused(o.project, fmt.Sprintf("seq%d", seq))
 		}
@@ -580,6 +784,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = denied
 	}
 	if err != nil {
+		r.stopLive()
 		fmt.Fprintf(stderr, "error: %s\n", sanitize(err.Error(), oneLine)) // may hold the server's text
 		if o.follow != "" && o.project == "" && deniedCause(ctx) != nil {
 			fmt.Fprintf(stderr, "hint: a NATS user confined to some projects must name the project: %s --follow %s <action> <project>\n",
@@ -622,6 +827,10 @@ func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time
 				fmt.Fprintf(r.errw, "interrupted; the request goes on: follow it with %s --follow %s\n", progName, r.id)
 				return exitInterrupted
 			case expired && byConfirm:
+				// The plan came, its result did not: the plan is what there is.
+				if r.pendingConfirmation() {
+					return exitFailed
+				}
 				fmt.Fprintf(r.errw, "no result followed the confirmation request; confirm it with the command above\n")
 				return exitFailed
 			case expired && following && received == 0:
@@ -697,6 +906,28 @@ func formatDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// mutableWriter passes writes to w until mute, then drops them.
+type mutableWriter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	muted bool
+}
+
+func (m *mutableWriter) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.muted {
+		return len(p), nil
+	}
+	return m.w.Write(p)
+}
+
+func (m *mutableWriter) mute() {
+	m.mu.Lock()
+	m.muted = true
+	m.mu.Unlock()
 }
 
 // lockedWriter serialises writes from several goroutines.

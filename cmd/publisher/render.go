@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,10 +36,10 @@ func paint(on bool, code, s string) string {
 	return "\x1b[" + code + "m" + s + "\x1b[0m"
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+// isTerminal reports whether f, a stream, is a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	return ok && term.IsTerminal(int(file.Fd()))
 }
 
 // renderer prints the events of one request. Data (logs, tables, results)
@@ -47,17 +49,49 @@ type renderer struct {
 	color     bool // ANSI colours on out
 	jsonMode  bool // every event as one JSON line on out, nothing else
 	quiet     bool // only the result
+	verbose   bool // every line of Compose's output (log events of stream compose)
 	id        string
 	action    string          // from the command line, when the event lacks it
 	project   string          // idem
 	args      json.RawMessage // the command's args, repeated in the confirm command line
 	now       func() time.Time
-	errColor  bool      // ANSI colours on errw
-	live      *liveView // progress on a terminal; nil: plain lines
+	loc       *time.Location // times are shown in it; UTC when nil
+	errColor  bool           // ANSI colours on errw
+	live      *liveView      // progress on a terminal; nil: plain lines
 
-	// planToken is the token of the confirm event whose plan was printed:
-	// a result carrying the same plan and token does not print it again.
-	planToken string
+	// autoConfirm says the publisher confirms a plan itself (--yes, or
+	// after asking on a terminal): a plan is shown without the command
+	// line that would confirm it.
+	autoConfirm bool
+	// interactive: the publisher asks on a terminal before it confirms.
+	interactive bool
+
+	// Per request (reset): the confirm event not shown yet, the plan the
+	// request ended at, its result, and the step of the last progress
+	// event.
+	pending      *events.Event
+	confirmation *confirmation
+	result       *events.Event
+	step         string
+}
+
+// confirmation is the plan a request ended at, waiting to be confirmed.
+type confirmation struct {
+	token     string // as received: it goes back to the worker
+	expiresAt string
+	confirmBy string // "the same user", "another user"
+	plan      json.RawMessage
+	// changed: the result was plan_changed (a confirmation that found a
+	// new plan), not confirmation_required.
+	changed bool
+	// byOther: another user must confirm (require_second_approver).
+	byOther bool
+}
+
+// reset prepares the renderer for another request, id.
+func (r *renderer) reset(id string) {
+	r.id = id
+	r.pending, r.confirmation, r.result, r.step = nil, nil, nil, ""
 }
 
 // event prints one event; raw is its body as received. Every string of
@@ -65,6 +99,7 @@ type renderer struct {
 // the body stays JSON, with the characters a terminal would act on
 // escaped.
 func (r *renderer) event(ev *events.Event, raw []byte) {
+	r.track(ev)
 	if r.jsonMode {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, raw); err != nil {
@@ -73,6 +108,9 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 		line := append(terminalSafeJSON(buf.Bytes()), '\n')
 		r.out.Write(line)
 		return
+	}
+	if ev.Kind == events.KindProgress {
+		ev = firstLine(ev)
 	}
 	ev = sanitizeEvent(ev)
 	action, project := ev.Action, ev.Project
@@ -89,8 +127,17 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 				r.live.progress(ev)
 			}
 			return
+		case events.KindLog:
+			if isComposeLog(ev) {
+				if r.verbose && !r.quiet {
+					r.live.composeLines(ev.Lines)
+				}
+				return
+			}
+			r.live.suspend()
+			defer r.live.resume()
 		case events.KindResult:
-			r.live.stop(exitCodeFor(ev) == exitOK)
+			r.live.stop(r.liveOK(ev, action))
 		default:
 			// Nothing else may land in the middle of the status line.
 			r.live.suspend()
@@ -108,37 +155,167 @@ func (r *renderer) event(ev *events.Event, raw []byte) {
 		}
 	case events.KindProgress:
 		if !r.quiet {
-			fmt.Fprintln(r.errw, formatProgress(ev))
+			// With --verbose, Compose's lines come whole in log events:
+			// the few a second that progress repeats are not printed again.
+			repeat := r.verbose && ev.Step == r.step && ev.Done == nil && ev.Total == nil
+			if !repeat {
+				fmt.Fprintln(r.errw, formatProgress(ev))
+			}
 		}
+		r.step = ev.Step
 	case events.KindLog:
-		if !r.quiet {
+		switch {
+		case r.quiet:
+		case isComposeLog(ev):
+			if r.verbose {
+				renderComposeLines(r.errw, r.step, ev.Lines, r.errColor)
+			}
+		default:
 			renderLogLines(r.out, ev.Lines, r.color)
 		}
 	case events.KindConfirm:
-		cmdline := confirmCommand(action, project, ev.Token, r.args)
-		if r.quiet {
-			fmt.Fprintf(r.errw, "confirmation needed; to confirm, run: %s\n", cmdline)
+		// Shown with the result, which carries the plan, the token and
+		// who may confirm; or alone if the result does not come.
+	case events.KindResult:
+		if c := r.confirmation; c != nil {
+			r.renderConfirmation(ev, c, action, project)
 			return
 		}
-		now := time.Now()
-		if r.now != nil {
-			now = r.now()
-		}
-		renderConfirm(r.out, ev, action, project, cmdline, now, r.color)
-		r.planToken = ev.Token
-	case events.KindResult:
-		if r.planShown(ev) {
-			// The data repeats the plan just printed with its token.
-			c := *ev
-			c.Data = nil
-			ev = &c
-		}
-		renderResult(r.out, r.errw, ev, action, r.quiet, r.color, r.errColor)
+		renderResult(r.out, r.errw, ev, action, r.resultStyle())
 	default:
 		if !r.quiet {
 			fmt.Fprintf(r.errw, "event %s: %s\n", ev.Kind, sanitize(string(bytes.TrimSpace(raw)), multiLine))
 		}
 	}
+}
+
+// firstLine is a progress event with only the first line of its
+// message: a message of several lines (an error ending with a command's
+// output, as "rolling back: …" does) would fill the screen, and its
+// lines come in the result.
+func firstLine(ev *events.Event) *events.Event {
+	i := strings.IndexAny(ev.Message, "\r\n")
+	if i < 0 {
+		return ev
+	}
+	c := *ev
+	c.Message = strings.TrimRight(ev.Message[:i], " :") + " …"
+	return &c
+}
+
+// track records what the run needs of ev, whatever is printed: the
+// result, and the plan a request ended at.
+func (r *renderer) track(ev *events.Event) {
+	switch ev.Kind {
+	case events.KindConfirm:
+		c := *ev
+		r.pending = &c
+	case events.KindResult:
+		r.result = ev
+		r.confirmation = confirmationOf(ev, r.pending)
+	}
+}
+
+// confirmationOf is the plan a result asks to confirm, or nil: the data
+// of a confirmation_required or plan_changed result ({plan, token,
+// expires_at, confirm_by}), completed from the confirm event before it.
+func confirmationOf(ev *events.Event, pending *events.Event) *confirmation {
+	if ev.Error == nil || (ev.Error.Code != events.CodeConfirmationRequired && ev.Error.Code != events.CodePlanChanged) {
+		return nil
+	}
+	var d struct {
+		Plan      json.RawMessage `json:"plan"`
+		Token     string          `json:"token"`
+		ExpiresAt string          `json:"expires_at"`
+		ConfirmBy string          `json:"confirm_by"`
+	}
+	_ = json.Unmarshal(ev.Data, &d)
+	c := &confirmation{token: d.Token, expiresAt: d.ExpiresAt, confirmBy: d.ConfirmBy, plan: d.Plan,
+		changed: ev.Error.Code == events.CodePlanChanged}
+	if pending != nil && (c.token == "" || c.token == pending.Token) {
+		c.token = cmp.Or(c.token, pending.Token)
+		c.expiresAt = cmp.Or(c.expiresAt, pending.ExpiresAt)
+		if len(bytes.TrimSpace(c.plan)) == 0 || string(bytes.TrimSpace(c.plan)) == "null" {
+			c.plan = pending.Plan
+		}
+	}
+	if c.token == "" {
+		return nil
+	}
+	c.byOther = c.confirmBy == "another user"
+	return c
+}
+
+// pendingConfirmation shows the plan of a confirm event whose result
+// did not come, as the request's end; false when there was none.
+func (r *renderer) pendingConfirmation() bool {
+	if r.pending == nil {
+		return false
+	}
+	ev := sanitizeEvent(r.pending)
+	r.confirmation = &confirmation{token: r.pending.Token, expiresAt: r.pending.ExpiresAt, plan: r.pending.Plan}
+	if r.jsonMode {
+		return true
+	}
+	res := &events.Event{Kind: events.KindResult, Action: ev.Action, Project: ev.Project, OK: new(bool),
+		Error: &events.Error{Code: events.CodeConfirmationRequired, Message: "confirmation needed (its result did not come)"}}
+	r.renderConfirmation(res, r.confirmation, cmp.Or(ev.Action, r.action), cmp.Or(ev.Project, r.project))
+	return true
+}
+
+// liveOK says how the live view marks the step in progress when ev, a
+// result, ends it: done for an ok result and for a plan to confirm;
+// for a failed deploy whose rollback ran, the rollback step is done
+// when the rollback succeeded.
+func (r *renderer) liveOK(ev *events.Event, action string) bool {
+	if exitCodeFor(ev) == exitOK || confirmationOf(ev, nil) != nil {
+		return true
+	}
+	return r.live.currentStep() == events.StepRollback && action != events.ActionRollback && rolledBack(ev)
+}
+
+// rolledBack reports whether a failed result says its changes were undone.
+func rolledBack(ev *events.Event) bool {
+	var d struct {
+		RolledBack bool `json:"rolled_back"`
+	}
+	if json.Unmarshal(ev.Data, &d) == nil && d.RolledBack {
+		return true
+	}
+	if ev.Error != nil {
+		if v, ok := ev.Error.Data["rolled_back"].(bool); ok {
+			return v
+		}
+	}
+	return false
+}
+
+// isComposeLog reports whether ev carries lines of Compose's output.
+func isComposeLog(ev *events.Event) bool {
+	return len(ev.Lines) > 0 && ev.Lines[0].Stream == events.StreamCompose
+}
+
+// renderComposeLines prints Compose's output lines under their step.
+func renderComposeLines(w io.Writer, step string, lines []events.LogLine, color bool) {
+	var b strings.Builder
+	prefix := "  | "
+	if step != "" {
+		prefix = "[" + step + "] | "
+	}
+	for _, l := range lines {
+		l = sanitizeLogLine(l)
+		b.WriteString(paint(color, ansiDim, prefix) + l.Line + "\n")
+	}
+	io.WriteString(w, b.String())
+}
+
+// resultStyle is how results are printed.
+func (r *renderer) resultStyle() style {
+	loc := r.loc
+	if loc == nil {
+		loc = time.UTC
+	}
+	return style{quiet: r.quiet, color: r.color, errColor: r.errColor, loc: loc}
 }
 
 // stopLive ends the live view, if any, with the current step failed.
@@ -156,20 +333,6 @@ func (r *renderer) warnf(format string, a ...any) {
 		defer r.live.resume()
 	}
 	io.WriteString(r.errw, sanitize(fmt.Sprintf(format, a...), multiLine))
-}
-
-// planShown reports whether ev is a result whose data is the
-// confirmation already printed from a confirm event: a plan with the
-// same token (confirmation_required, or plan_changed with a new plan and
-// token, which the worker also sends as a confirm event).
-func (r *renderer) planShown(ev *events.Event) bool {
-	if r.planToken == "" || ev.Error == nil || len(ev.Data) == 0 {
-		return false
-	}
-	var d struct {
-		Token string `json:"token"`
-	}
-	return json.Unmarshal(ev.Data, &d) == nil && sanitize(d.Token, oneLine) == r.planToken
 }
 
 // formatProgress formats a progress event as "[step] message (done/total)".
@@ -243,85 +406,6 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// renderConfirm prints a confirm event: the plan, the token, its expiry
-// and the command line that confirms.
-func renderConfirm(w io.Writer, ev *events.Event, action, project, cmdline string, now time.Time, color bool) {
-	fmt.Fprintf(w, "%s %s needs confirmation\n", action, project)
-	if p := bytes.TrimSpace(ev.Plan); len(p) > 0 && string(p) != "null" {
-		fmt.Fprintln(w, "plan:")
-		var buf bytes.Buffer
-		if json.Indent(&buf, p, "  ", "  ") == nil {
-			fmt.Fprintf(w, "  %s\n", sanitize(buf.String(), multiLine))
-		} else {
-			fmt.Fprintf(w, "  %s\n", sanitize(string(p), multiLine))
-		}
-	}
-	fmt.Fprintf(w, "token:   %s\n", paint(color, ansiBold, ev.Token))
-	if ev.ExpiresAt != "" {
-		exp := ev.ExpiresAt
-		if t, err := time.Parse(time.RFC3339Nano, ev.ExpiresAt); err == nil {
-			if d := t.Sub(now); d > 0 {
-				exp += " (in " + formatDuration(d.Round(time.Second)) + ")"
-			} else {
-				exp += " (expired)"
-			}
-		}
-		fmt.Fprintf(w, "expires: %s\n", exp)
-	}
-	fmt.Fprintf(w, "to confirm, run:\n  %s\n", paint(color, ansiBold, cmdline))
-}
-
-// renderResult prints a result event: its data, readable for status and
-// logs and as indented JSON otherwise, or its error and hint on errw.
-func renderResult(out, errw io.Writer, ev *events.Event, action string, quiet, color, errColor bool) {
-	ok := exitCodeFor(ev) == exitOK
-	data := bytes.TrimSpace(ev.Data)
-	hasData := len(data) > 0 && string(data) != "null"
-	if !ok {
-		label := paint(errColor, ansiRed+";"+ansiBold, "error:")
-		if e := ev.Error; e != nil {
-			if e.Code == events.CodeConfirmationRequired {
-				label = paint(errColor, ansiYellow+";"+ansiBold, "error:")
-			}
-			fmt.Fprintf(errw, "%s %s: %s\n", label, e.Code, e.Message)
-			if e.Hint != "" {
-				fmt.Fprintf(errw, "%s %s\n", paint(errColor, ansiBold, "hint:"), e.Hint)
-			}
-			if len(e.Data) > 0 {
-				d, _ := json.Marshal(e.Data)
-				fmt.Fprintf(errw, "details: %s\n", sanitize(string(d), oneLine))
-			}
-		} else {
-			fmt.Fprintf(errw, "%s the request failed without saying why\n", label)
-		}
-		if hasData {
-			renderJSON(out, data)
-		}
-		return
-	}
-	if hasData {
-		var err error
-		switch action {
-		case events.ActionStatus:
-			err = renderStatus(out, data, color)
-		case events.ActionLogs:
-			err = renderLogsResult(out, errw, data, color)
-		default:
-			renderJSON(out, data)
-		}
-		if err != nil {
-			renderJSON(out, data)
-		}
-	}
-	if !quiet {
-		msg := paint(errColor, ansiGreen, "ok")
-		if ev.DurationMS != nil {
-			msg += " in " + formatDuration(time.Duration(*ev.DurationMS)*time.Millisecond)
-		}
-		fmt.Fprintln(errw, msg)
-	}
-}
-
 // renderJSON prints data as indented JSON, or as it is when it is not
 // JSON, sanitized: JSON may hold bidi or C1 characters as they are, and
 // text that is not JSON anything.
@@ -341,6 +425,17 @@ type statusReport struct {
 	Summary  map[string]any  `json:"summary"`
 	Cached   bool            `json:"cached"`
 	CachedAt string          `json:"cached_at"`
+	Release  *struct {
+		ID         string `json:"id"`
+		User       string `json:"user"`
+		DeployedAt string `json:"deployed_at"`
+	} `json:"release"`
+	Behind *struct {
+		Files    int `json:"files"`
+		Added    int `json:"added"`
+		Modified int `json:"modified"`
+		Deleted  int `json:"deleted"`
+	} `json:"behind"`
 }
 
 // statusService is one container of a status report.
@@ -354,6 +449,11 @@ type statusService struct {
 	ExitCode     *int64
 	Image        string
 	Ports        []json.RawMessage
+	// CPUPercent, MemBytes and MemLimit are the resource use the worker
+	// last sampled; nil when it has none yet.
+	CPUPercent *float64
+	MemBytes   *float64
+	MemLimit   *float64
 }
 
 // UnmarshalJSON decodes a service field by field, so a field that is
@@ -391,6 +491,9 @@ func (s *statusService) UnmarshalJSON(data []byte) error {
 		RestartCount: integer("restart_count"),
 		ExitCode:     integer("exit_code"),
 		Image:        str("image"),
+		CPUPercent:   num("cpu_percent"),
+		MemBytes:     num("mem_bytes"),
+		MemLimit:     num("mem_limit_bytes"),
 	}
 	json.Unmarshal(m["ports"], &s.Ports)
 	return nil
@@ -409,6 +512,12 @@ func decodeTolerant(data []byte, v any) error {
 // renderStatus prints the data of a status result as a table. It fails,
 // printing nothing, when data is not a status report.
 func renderStatus(w io.Writer, data []byte, color bool) error {
+	return renderStatusIn(w, data, style{color: color, loc: time.UTC})
+}
+
+// renderStatusIn is renderStatus with times in st.loc.
+func renderStatusIn(w io.Writer, data []byte, st style) error {
+	color := st.color
 	var rep statusReport
 	if err := decodeTolerant(data, &rep); err != nil {
 		return err
@@ -424,13 +533,35 @@ func renderStatus(w io.Writer, data []byte, color bool) error {
 		}
 		b.WriteByte('\n')
 	}
+	if r := rep.Release; r != nil && r.ID != "" {
+		line := "release " + clean(r.ID)
+		if r.User != "" {
+			line += " by " + clean(r.User)
+		}
+		if r.DeployedAt != "" {
+			line += ", deployed " + timeText(r.DeployedAt, st.loc)
+		}
+		b.WriteString(line + "\n")
+	}
+	if bh := rep.Behind; bh != nil && bh.Files > 0 {
+		fmt.Fprintf(&b, "behind the workspace by %s (%s): deploy brings them\n", plural(bh.Files, "file"), fileCounts(bh.Added, bh.Modified, bh.Deleted))
+	}
 	if len(rep.Services) == 0 {
 		b.WriteString("no containers\n")
 	} else {
 		rows := [][]cell{{{text: "SERVICE"}, {text: "STATE"}, {text: "HEALTH"}, {text: "UPTIME"},
 			{text: "RESTARTS"}, {text: "IMAGE"}, {text: "PORTS"}}}
+		// Resource use is shown when the worker sampled any.
+		usage := slices.ContainsFunc(rep.Services, func(s statusService) bool { return s.CPUPercent != nil || s.MemBytes != nil })
+		if usage {
+			rows[0] = append(rows[0], cell{text: "CPU"}, cell{text: "MEM"})
+		}
 		for _, s := range rep.Services {
-			rows = append(rows, statusRow(s))
+			row := statusRow(s)
+			if usage {
+				row = append(row, usageCells(s)...)
+			}
+			rows = append(rows, row)
 		}
 		writeTable(&b, rows, color)
 	}
@@ -478,6 +609,22 @@ func statusRow(s statusService) []cell {
 		{text: orDash(s.Image)},
 		{text: orDash(strings.Join(ports, ", "))},
 	}
+}
+
+// usageCells are the CPU and MEM cells of a service: "12.5%" (100% is
+// one CPU) and "31.2 MB" or "31.2 MB / 512.0 MB" under a memory limit.
+func usageCells(s statusService) []cell {
+	cpu, mem := "-", "-"
+	if s.CPUPercent != nil {
+		cpu = strconv.FormatFloat(*s.CPUPercent, 'f', 1, 64) + "%"
+	}
+	if s.MemBytes != nil {
+		mem = formatBytes(int64(*s.MemBytes))
+		if s.MemLimit != nil && *s.MemLimit > 0 {
+			mem += " / " + formatBytes(int64(*s.MemLimit))
+		}
+	}
+	return []cell{{text: cpu}, {text: mem}}
 }
 
 func stateColor(state string) string {
@@ -573,6 +720,12 @@ type cell struct{ text, color string }
 // two spaces. Widths are computed on the text without colours. Every
 // cell is sanitized: its text comes from the wire.
 func writeTable(b *strings.Builder, rows [][]cell, color bool) {
+	writeTableRows(b, rows, color, true)
+}
+
+// writeTableRows is writeTable, whose first row is a header when header
+// is set.
+func writeTableRows(b *strings.Builder, rows [][]cell, color, header bool) {
 	var widths []int
 	for _, row := range rows {
 		for i := range row {
@@ -588,7 +741,7 @@ func writeTable(b *strings.Builder, rows [][]cell, color bool) {
 		var line strings.Builder
 		for i, c := range row {
 			code := c.color
-			if r == 0 {
+			if r == 0 && header {
 				code = ansiBold
 			}
 			line.WriteString(paint(color, code, c.text))

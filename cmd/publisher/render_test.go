@@ -159,7 +159,7 @@ func TestRendererEvents(t *testing.T) {
 	if errw.String() != wantErr {
 		t.Fatalf("stderr:\n%q\nwant\n%q", errw.String(), wantErr)
 	}
-	wantOut := "hi\n{\n  \"name\": \"po\",\n  \"services\": [\n    \"web\"\n  ]\n}\n"
+	wantOut := "hi\nname:     po\nservices: web\n"
 	if out.String() != wantOut {
 		t.Fatalf("stdout:\n%q\nwant\n%q", out.String(), wantOut)
 	}
@@ -194,28 +194,61 @@ func TestRenderConfirm(t *testing.T) {
 	var out, errw bytes.Buffer
 	r := newTestRenderer(&out, &errw)
 	r.action, r.args = "deploy", json.RawMessage(`{"services":["web"]}`)
+	plan := json.RawMessage(`{"files":{"added":1,"added_paths":["a.txt"]},"needs_build":true,"steps":["lock","up"]}`)
 	r.event(&events.Event{Kind: events.KindConfirm, Action: "deploy", Project: "po", Token: "tok123",
-		ExpiresAt: "2026-01-01T00:05:00Z", Plan: json.RawMessage(`{"build":["web"],"up":["web"]}`)}, nil)
+		ExpiresAt: "2026-01-01T00:05:00Z", Plan: plan}, nil)
+	if out.Len() != 0 {
+		t.Fatalf("the plan is printed before its result: %q", out.String())
+	}
+	data, _ := json.Marshal(map[string]any{"plan": plan, "token": "tok123", "expires_at": "2026-01-01T00:05:00Z", "confirm_by": "the same user"})
+	r.event(&events.Event{Kind: events.KindResult, Action: "deploy", Project: "po", OK: ptr(false), Data: data,
+		Error: &events.Error{Code: events.CodeConfirmationRequired, Message: "deploy of po needs confirmation", Hint: "send it again"}}, nil)
 	want := `deploy po needs confirmation
-plan:
-  {
-    "build": [
-      "web"
-    ],
-    "up": [
-      "web"
-    ]
-  }
-token:   tok123
-expires: 2026-01-01T00:05:00Z (in 5m)
+files:     1 added, 0 modified, 0 deleted
+  + a.txt
+build:     yes, the images are built
+steps:     lock → up
+token:     tok123
+expires:   2026-01-01 00:05:00Z (in 5m)
+confirm:   the same user
 to confirm, run:
   publisher deploy po --args '{"services":["web"]}' --confirm tok123
 `
 	if out.String() != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", out.String(), want)
 	}
+	if errw.String() != "confirmation required: deploy of po needs confirmation\n" {
+		t.Fatalf("stderr %q", errw.String())
+	}
+	if c := r.confirmation; c == nil || c.token != "tok123" || c.byOther || c.changed {
+		t.Fatalf("confirmation %+v", c)
+	}
 	if got := confirmCommand("restart", "po", "a'b", nil); got != `publisher restart po --confirm 'a'\''b'` {
 		t.Fatalf("quoting: %s", got)
+	}
+
+	// A second approver confirms: said so, and the command is theirs.
+	out.Reset()
+	errw.Reset()
+	r.reset("r2")
+	r.autoConfirm = true
+	data, _ = json.Marshal(map[string]any{"plan": plan, "token": "tok456", "expires_at": "2026-01-01T00:05:00Z", "confirm_by": "another user"})
+	r.event(&events.Event{Kind: events.KindResult, Action: "deploy", Project: "po", OK: ptr(false), Data: data,
+		Error: &events.Error{Code: events.CodeConfirmationRequired, Message: "deploy of po needs confirmation"}}, nil)
+	if !strings.Contains(out.String(), "confirm:   another user (a second approver), with the token; not you\nthe second approver runs:\n  publisher deploy po") ||
+		!r.confirmation.byOther {
+		t.Fatalf("second approver:\n%s", out.String())
+	}
+
+	// Confirmed by the publisher itself: no token, no command line.
+	out.Reset()
+	errw.Reset()
+	r.reset("r3")
+	data, _ = json.Marshal(map[string]any{"plan": plan, "token": "tok789", "expires_at": "2026-01-01T00:05:00Z", "confirm_by": "the same user"})
+	r.event(&events.Event{Kind: events.KindResult, Action: "deploy", Project: "po", OK: ptr(false), Data: data,
+		Error: &events.Error{Code: events.CodeConfirmationRequired, Message: "deploy of po needs confirmation"}}, nil)
+	if strings.Contains(out.String(), "tok789") || strings.Contains(out.String(), "to confirm") || errw.Len() != 0 {
+		t.Fatalf("auto-confirmed plan:\n%s\n%s", out.String(), errw.String())
 	}
 }
 
@@ -254,5 +287,23 @@ func TestFormatUptime(t *testing.T) {
 		if got := formatUptime(in); got != want {
 			t.Errorf("formatUptime(%v) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestRenderStatusResourceUse(t *testing.T) {
+	// CPU and MEM columns appear when the worker sampled any service, with
+	// a dash for one it has not.
+	var buf bytes.Buffer
+	data := `{"services":[{"service":"web","state":"running","cpu_percent":12.345,"mem_bytes":31200000,"mem_limit_bytes":512000000},` +
+		`{"service":"worker","state":"running","mem_bytes":2048},{"service":"migrate","state":"exited"}]}`
+	if err := renderStatus(&buf, []byte(data), false); err != nil {
+		t.Fatal(err)
+	}
+	want := "SERVICE  STATE    HEALTH  UPTIME  RESTARTS  IMAGE  PORTS  CPU    MEM\n" +
+		"web      running  -       -       -         -      -      12.3%  31.2 MB / 512.0 MB\n" +
+		"worker   running  -       -       -         -      -      -      2.0 kB\n" +
+		"migrate  exited   -       -       -         -      -      -      -\n"
+	if buf.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", buf.String(), want)
 	}
 }

@@ -203,6 +203,8 @@ func hostileEvents() []*events.Event {
 		}},
 		{Kind: events.KindConfirm, Action: "deploy; rm -rf ~\x1b]0;t\x07", Project: "po\u202e", Token: "tok\r\x1b[2K'$(x)",
 			ExpiresAt: "2026\u202e", Plan: rawData},
+		{Kind: events.KindResult, Action: "deploy; rm -rf ~\x1b]0;t\x07", Project: "po\u202e", OK: ptr(false),
+			Error: &events.Error{Code: events.CodeConfirmationRequired, Message: "confirm \x1b]0;t\x07"}},
 		{Kind: events.Kind("weird\x1b]0;k\x07"), Message: all},
 		{Kind: events.KindResult, Action: "status", OK: ptr(true), Data: statusData, DurationMS: ptr(int64(5))},
 		{Kind: events.KindResult, Action: "logs", OK: ptr(true), Data: logsData},

@@ -72,12 +72,11 @@ func TestConfirmPlanPrintedOnce(t *testing.T) {
 		t.Fatalf("the plan is printed %d times:\n%s", n, out.String())
 	}
 	if !strings.Contains(out.String(), "publisher deploy po --confirm tok-1") ||
-		!strings.Contains(errw.String(), "error: confirmation_required: deploy needs confirmation") {
+		!strings.Contains(errw.String(), "confirmation required: deploy needs confirmation") || strings.Contains(errw.String(), "error") {
 		t.Fatalf("stdout:\n%s\nstderr:\n%s", out.String(), errw.String())
 	}
 
-	// Quiet: the confirm event prints only the command line, so the
-	// result prints the plan, once.
+	// Quiet: the result is the plan, printed once.
 	out.Reset()
 	errw.Reset()
 	r = newTestRenderer(&out, &errw)
@@ -88,15 +87,26 @@ func TestConfirmPlanPrintedOnce(t *testing.T) {
 		t.Fatalf("quiet: the plan is printed %d times:\n%s\n%s", n, out.String(), errw.String())
 	}
 
-	// A result with another token (a plan that changed) is printed.
+	// A result with another token (a plan that changed) is the plan
+	// that counts: its plan and token are printed, once.
 	out.Reset()
 	r = newTestRenderer(&out, &errw)
+	r.action = "deploy"
 	r.event(confirm, nil)
 	other := *result
 	other.Data, _ = json.Marshal(map[string]any{"plan": plan, "token": "tok-2"})
 	r.event(&other, nil)
-	if n := strings.Count(out.String(), "unique-path.txt"); n != 2 {
-		t.Fatalf("a new plan is printed %d times, want 2 (the old and the new):\n%s", n, out.String())
+	if n := strings.Count(out.String(), "unique-path.txt"); n != 1 || !strings.Contains(out.String(), "--confirm tok-2") || strings.Contains(out.String(), "tok-1") {
+		t.Fatalf("a new plan:\n%s", out.String())
+	}
+
+	// A confirm event whose result does not come is shown as the end.
+	out.Reset()
+	r = newTestRenderer(&out, &errw)
+	r.action = "deploy"
+	r.event(confirm, nil)
+	if !r.pendingConfirmation() || !strings.Contains(out.String(), "--confirm tok-1") || r.confirmation.token != "tok-1" {
+		t.Fatalf("pending:\n%s", out.String())
 	}
 }
 
