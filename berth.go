@@ -78,6 +78,20 @@ type Container struct {
 	Labels       map[string]string `json:"-"`
 }
 
+// ContainerStats is one sample of a container's resource use, as the
+// engine's stats endpoint gives it.
+type ContainerStats struct {
+	// CPUTotal and SystemCPU are cumulative CPU times (ns) of the
+	// container and of the host; two samples give a CPU percentage.
+	CPUTotal   uint64
+	SystemCPU  uint64
+	OnlineCPUs int
+	// MemUsage and MemLimit are in bytes (MemUsage without the page cache).
+	MemUsage uint64
+	MemLimit uint64
+	Read     time.Time
+}
+
 // Port is one published port.
 type Port struct {
 	HostIP        string `json:"host_ip,omitempty"`
@@ -110,6 +124,8 @@ type Engine interface {
 	// file, or one that declares no service, is a CodeBadRequest error
 	// carrying Compose's message.
 	ComposeModel(ctx context.Context, spec ComposeSpec) (*ComposeModel, error)
+	// Stats samples a running container's resource use once.
+	Stats(ctx context.Context, containerID string) (*ContainerStats, error)
 	// Logs streams the log lines of a container to fn, demultiplexed, in
 	// order. With opts.Follow it returns when ctx ends (nil error) or the
 	// container stops. fn returning an error stops the stream with it.

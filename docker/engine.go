@@ -6,6 +6,7 @@ package docker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -318,4 +319,33 @@ func (e *Engine) RemoveStrayContainers(ctx context.Context, composeProject strin
 		removed = append(removed, name)
 	}
 	return removed, nil
+}
+
+// Stats samples a container's resource use once, without waiting for a
+// second sample (the engine's one-shot stats). A missing container is
+// CodeNotFound.
+func (e *Engine) Stats(ctx context.Context, containerID string) (*berth.ContainerStats, error) {
+	resp, err := e.cli.ContainerStatsOneShot(ctx, containerID)
+	if err != nil {
+		return nil, e.mapErr(err, "stats of container "+shortID(containerID))
+	}
+	defer resp.Body.Close()
+	var s container.StatsResponse
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("docker: stats of container %s: %w", shortID(containerID), err)
+	}
+	mem := s.MemoryStats.Usage
+	// As docker stats: the page cache is not the container's use.
+	for _, k := range []string{"inactive_file", "total_inactive_file"} {
+		if v, ok := s.MemoryStats.Stats[k]; ok && v < mem {
+			mem -= v
+			break
+		}
+	}
+	online := int(s.CPUStats.OnlineCPUs)
+	if online == 0 {
+		online = len(s.CPUStats.CPUUsage.PercpuUsage)
+	}
+	return &berth.ContainerStats{CPUTotal: s.CPUStats.CPUUsage.TotalUsage, SystemCPU: s.CPUStats.SystemUsage, OnlineCPUs: online,
+		MemUsage: mem, MemLimit: s.MemoryStats.Limit, Read: s.Read}, nil
 }

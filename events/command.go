@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -90,6 +91,9 @@ func DecodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if te := typeError(data, err); te != nil {
+			return te
+		}
 		return cleanJSONError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -109,6 +113,50 @@ func DecodeArgs(args json.RawMessage, v any) error {
 			WithHint("see docs/protocol.md for the arguments each action takes")
 	}
 	return nil
+}
+
+// typeError says which field had a value of the wrong type, what it
+// expects and what it got ("tail must be an integer, got \"abc\""), in
+// the words of the protocol rather than Go's; nil for another error.
+func typeError(data []byte, err error) error {
+	var ute *json.UnmarshalTypeError
+	if !errors.As(err, &ute) {
+		return nil
+	}
+	if ute.Field == "" {
+		return fmt.Errorf("it must be a JSON object, not a %s", ute.Value)
+	}
+	got := "a " + ute.Value
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) == nil {
+		if raw, ok := fields[ute.Field]; ok {
+			got = truncate(string(bytes.TrimSpace(raw)), 60)
+		}
+	}
+	return fmt.Errorf("%s must be %s, got %s", ute.Field, jsonKind(ute.Type), got)
+}
+
+// jsonKind names what a Go type expects in JSON.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another type"
 }
 
 func cleanJSONError(err error) error {

@@ -34,6 +34,10 @@ const (
 	StepFollow   = "follow"
 )
 
+// StreamCompose is the stream of a log line that docker compose printed
+// while the request ran it (a build's output, say).
+const StreamCompose = "compose"
+
 // MaxLogChunk is the largest payload of log lines carried by one log event.
 const MaxLogChunk = 64 * 1024
 
@@ -70,7 +74,8 @@ type Event struct {
 
 // LogLine is one line of container output.
 type LogLine struct {
-	// Stream is "stdout" or "stderr".
+	// Stream is "stdout" or "stderr" for a container's line, or
+	// StreamCompose for a line of a compose run of the request.
 	Stream string `json:"stream"`
 	// TS is the engine's timestamp of the line (RFC 3339 with nanoseconds)
 	// when timestamps were asked for.

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -111,5 +112,27 @@ func TestErrorCode(t *testing.T) {
 	}
 	if len(Codes()) != 15 {
 		t.Fatalf("%d codes; the documented set has 15", len(Codes()))
+	}
+}
+
+func TestArgTypeErrorsSayWhatToSend(t *testing.T) {
+	var a struct {
+		Tail     int      `json:"tail"`
+		Follow   *float64 `json:"follow_s"`
+		Services []string `json:"services"`
+		Refresh  bool     `json:"refresh"`
+	}
+	for args, want := range map[string]string{
+		`{"tail":"abc"}`:     `tail must be an integer, got "abc"`,
+		`{"tail":1.5}`:       `tail must be an integer, got 1.5`,
+		`{"follow_s":"10"}`:  `follow_s must be a number, got "10"`,
+		`{"services":"web"}`: `services must be a list, got "web"`,
+		`{"refresh":"yes"}`:  `refresh must be true or false, got "yes"`,
+		`{"services":[1]}`:   `must be a string`,
+	} {
+		err := DecodeArgs(json.RawMessage(args), &a)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "Go struct") {
+			t.Errorf("%s: %v; want %q", args, err, want)
+		}
 	}
 }

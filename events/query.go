@@ -48,6 +48,7 @@ const (
 	EndpointLogs     = "logs"
 	EndpointConfig   = "config"
 	EndpointHistory  = "history"
+	EndpointReleases = "releases"
 	EndpointProjects = "projects"
 )
 
@@ -63,6 +64,8 @@ func QueryAction(endpoint string) (string, bool) {
 		return ActionConfigGet, true
 	case EndpointHistory:
 		return ActionHistory, true
+	case EndpointReleases:
+		return ActionReleases, true
 	case EndpointProjects:
 		return "", true
 	}
@@ -91,7 +94,7 @@ func (s Subjects) ParseQuery(subject string) (project, endpoint string, err erro
 	}
 	project, endpoint, ok = strings.Cut(rest, ".")
 	if _, known := QueryAction(endpoint); !ok || !known || endpoint == EndpointProjects || project == "" {
-		return "", "", fmt.Errorf("subject %q must be %s.q.<project>.<endpoint> with endpoint status, logs, config or history", subject, s.Prefix)
+		return "", "", fmt.Errorf("subject %q must be %s.q.<project>.<endpoint> with endpoint status, logs, config, history or releases", subject, s.Prefix)
 	}
 	return project, endpoint, nil
 }

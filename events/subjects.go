@@ -25,17 +25,18 @@ const (
 	ActionStart        = "start"
 	ActionStop         = "stop"
 	ActionHistory      = "history"
+	ActionReleases     = "releases"
 )
 
 // Actions lists every known action in a stable order.
 var actions = []string{
 	ActionConfigSet, ActionConfigGet, ActionConfigDelete,
-	ActionStatus, ActionLogs, ActionRestart, ActionDeploy, ActionRollback, ActionStart, ActionStop, ActionHistory,
+	ActionStatus, ActionLogs, ActionRestart, ActionDeploy, ActionRollback, ActionStart, ActionStop, ActionHistory, ActionReleases,
 }
 
 // FastActions are the read-only actions served by the fast consumer, so a
 // long deploy never delays them.
-var fastActions = []string{ActionStatus, ActionLogs, ActionConfigGet, ActionHistory}
+var fastActions = []string{ActionStatus, ActionLogs, ActionConfigGet, ActionHistory, ActionReleases}
 
 // Actions returns every known action.
 func Actions() []string { return slices.Clone(actions) }

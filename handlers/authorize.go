@@ -24,7 +24,7 @@ func ValidRole(r string) bool { return roleRank[r] > 0 }
 // RequiredRole is the role an action needs.
 func RequiredRole(action string) string {
 	switch action {
-	case events.ActionStatus, events.ActionLogs, events.ActionHistory, events.ActionConfigGet:
+	case events.ActionStatus, events.ActionLogs, events.ActionHistory, events.ActionConfigGet, events.ActionReleases:
 		return RoleViewer
 	case events.ActionRestart, events.ActionDeploy, events.ActionRollback, events.ActionStart, events.ActionStop:
 		return RoleOperator

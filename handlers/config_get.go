@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/rs/zerolog"
+
 	"github.com/berth-ops/berth"
 
 	"github.com/berth-ops/berth/events"
@@ -57,6 +59,11 @@ func (s *Service) deleteConfig(ctx context.Context, project string) (any, error)
 	}
 	if err := s.Store.DeleteProject(ctx, project); err != nil {
 		return nil, err
+	}
+	if s.State != nil {
+		if err := s.State.RemoveProjectConfig(project); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot remove the copy of the project's configuration")
+		}
 	}
 	s.known.forget(project)
 	return map[string]any{"project": project, "deleted": true,

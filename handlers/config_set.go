@@ -3,6 +3,7 @@ package handlers
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -176,6 +177,7 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	if err := s.Store.PutProject(ctx, p); err != nil {
 		return nil, err
 	}
+	s.keepConfigCopy(ctx, p)
 	s.known.remember(p, s.Now())
 	_ = s.Store.InvalidateStatus(ctx, req.Project)
 	return p, nil
@@ -266,6 +268,25 @@ func mustReal(path string) string {
 	return r
 }
 
+// keepConfigCopy keeps a copy of the configuration in the state directory,
+// as the args of the config.set that recreates it: Redis holds the
+// configuration, and a Redis that loses its data loses it.
+func (s *Service) keepConfigCopy(ctx context.Context, p *berth.Project) {
+	if s.State == nil {
+		return
+	}
+	args := ConfigSetArgs{Workspace: p.Workspace, Workspaces: p.Workspaces, Production: p.Production, ComposeProject: p.ComposeProject,
+		ComposeFiles: p.ComposeFiles, PrimaryService: p.PrimaryService, Strategy: p.Strategy, RequireSecondApprover: p.RequireSecondApprover,
+		StabilizeS: p.StabilizeS, Roles: p.Roles, AnonymousViewers: p.AnonymousViewers, ComposePolicy: p.ComposePolicy}
+	b, err := json.MarshalIndent(args, "", "  ")
+	if err == nil {
+		err = s.State.SaveProjectConfig(p.Name, b)
+	}
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot keep a copy of the project's configuration in the state directory")
+	}
+}
+
 // refuseWhileLocked refuses to change a project while a mutation holds its
 // lock: the mutation runs with the configuration it started with.
 func (s *Service) refuseWhileLocked(ctx context.Context, project string) error {
@@ -309,6 +330,7 @@ func (s *Service) syncServices(ctx context.Context, p *berth.Project, model *ber
 		return
 	}
 	p.Services, p.PrimaryService = cur.Services, cur.PrimaryService
+	s.keepConfigCopy(ctx, cur)
 	s.known.remember(cur, s.Now())
 }
 

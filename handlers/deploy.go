@@ -60,13 +60,15 @@ type DeployPlan struct {
 	// PrivilegeWidening lists the compose settings of the release that give
 	// a service more reach over the host than production's gave it (see
 	// docs/security.md): shown first.
-	PrivilegeWidening []Widening           `json:"privilege_widening,omitempty"`
-	Strategy          string               `json:"strategy"`
-	Workspace         string               `json:"workspace"`
-	Production        string               `json:"production"`
-	Files             filesync.PlanSummary `json:"files"`
-	NeedsBuild        bool                 `json:"needs_build"`
-	Steps             []string             `json:"steps"`
+	PrivilegeWidening []Widening `json:"privilege_widening,omitempty"`
+	// ComposeDiff are the changes to the compose files, line by line.
+	ComposeDiff []ComposeDiff        `json:"compose_diff,omitempty"`
+	Strategy    string               `json:"strategy"`
+	Workspace   string               `json:"workspace"`
+	Production  string               `json:"production"`
+	Files       filesync.PlanSummary `json:"files"`
+	NeedsBuild  bool                 `json:"needs_build"`
+	Steps       []string             `json:"steps"`
 }
 
 // DeployResult is the result data of a deploy.
@@ -138,6 +140,7 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 	if dp.PrivilegeWidening, err = s.composeWidenings(ctx, p, ws, fp); err != nil {
 		return nil, err
 	}
+	dp.ComposeDiff = composeDiffs(p.ComposeFiles, ws, p.Production, fp)
 	return &plan{Data: dp, Digest: fp.Digest + ":" + ws, state: fp}, nil
 }
 
@@ -248,12 +251,20 @@ func noBuild(r *opRun) bool { return !r.deployPlan.NeedsBuild }
 func stepTitle(title string) func(*opRun) string { return func(*opRun) string { return title } }
 
 func backupTitle(r *opRun) string {
-	return fmt.Sprintf("backing up %d files and the services' images", r.deployPlan.Files.Modified+r.deployPlan.Files.Deleted)
+	return "backing up " + countOf(r.deployPlan.Files.Modified+r.deployPlan.Files.Deleted, "file") + " and the services' images"
 }
 
 func syncTitle(r *opRun) string {
 	f := r.deployPlan.Files
-	return fmt.Sprintf("copying %d files, deleting %d", f.Added+f.Modified, f.Deleted)
+	return fmt.Sprintf("copying %s, deleting %d", countOf(f.Added+f.Modified, "file"), f.Deleted)
+}
+
+// countOf is "1 file", "2 files".
+func countOf(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func verifyTitle(r *opRun) string { return "waiting for the services to be up" }
@@ -369,11 +380,11 @@ func (s *Service) restoreRelease(ctx context.Context, prod string, rel *state.Re
 }
 
 func pullImages(ctx context.Context, r *opRun) error {
-	return r.s.Composer.Compose(ctx, r.spec(), events.CodeBuildFailed, r.s.output(r.project(), r.rep, events.StepPull), "pull")
+	return r.compose(ctx, events.StepPull, events.CodeBuildFailed, "pull")
 }
 
 func buildImages(ctx context.Context, r *opRun) error {
-	return r.s.Composer.Compose(ctx, r.spec(), events.CodeBuildFailed, r.s.output(r.project(), r.rep, events.StepBuild), "build")
+	return r.compose(ctx, events.StepBuild, events.CodeBuildFailed, "build")
 }
 
 // restoreImages points each service's image reference back at the image
@@ -409,7 +420,7 @@ func upRelease(ctx context.Context, r *opRun) error {
 		return err
 	}
 	r.model = model
-	return s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(r.project(), r.rep, events.StepUp), "up", "-d", "--remove-orphans")
+	return r.compose(ctx, events.StepUp, events.CodeHealthFailed, "up", "-d", "--remove-orphans")
 }
 
 // upPreviousRelease brings the project up as the undone steps left its
@@ -422,7 +433,7 @@ func upPreviousRelease(ctx context.Context, r *opRun) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(p, r.rep, events.StepRollback), "up", "-d", "--no-build", "--remove-orphans"); err != nil {
+	if err := r.compose(ctx, events.StepRollback, events.CodeHealthFailed, "up", "-d", "--no-build", "--remove-orphans"); err != nil {
 		return err
 	}
 	s.syncServices(ctx, p, model)

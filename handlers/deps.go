@@ -114,6 +114,8 @@ type Service struct {
 	gens statusGens
 	// ops are the production directories an operation runs on here.
 	ops activeOps
+	// stats are the containers' last resource samples.
+	stats statsSampler
 }
 
 // statusGens is a generation counter per project, and one for all of them,
@@ -162,6 +164,9 @@ func (s *Service) Register(m *Mux) {
 	m.Handle(events.ActionStatus, HandlerFunc(s.Status))
 	m.Handle(events.ActionLogs, HandlerFunc(s.Logs))
 	m.Handle(events.ActionHistory, HandlerFunc(s.History))
+	if s.State != nil {
+		m.Handle(events.ActionReleases, HandlerFunc(s.Releases))
+	}
 	if s.Confirms != nil && s.Locks != nil && s.Composer != nil && s.State != nil {
 		m.Handle(events.ActionRestart, HandlerFunc(s.Restart))
 		m.Handle(events.ActionDeploy, HandlerFunc(s.Deploy))

@@ -308,7 +308,7 @@ func (d *Dispatcher) refusedRef(del Delivery) string {
 // once too often costs nothing.
 func pureRead(action string) bool {
 	switch action {
-	case events.ActionStatus, events.ActionConfigGet, events.ActionHistory:
+	case events.ActionStatus, events.ActionConfigGet, events.ActionHistory, events.ActionReleases:
 		return true
 	}
 	return false

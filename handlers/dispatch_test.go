@@ -26,6 +26,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	st, en, em := newMemStore(), &fakeEngine{}, &fakeEmitter{}
+	st.projects["po"] = &berth.Project{Name: "po", ComposeProject: "po"}
 	svc, err := NewService(st, en, Config{Roots: []string{t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +57,7 @@ func TestDispatchBadInputGetsBadRequest(t *testing.T) {
 		"empty body":      {"berth.cmd.po.status", ``, "empty"},
 		"bad project":     {"berth.cmd.Po!.status", `{"user":"t:1"}`, "project name"},
 		"unknown action":  {"berth.cmd.po.explode", `{"user":"t:1"}`, "unknown action"},
-		"bad arg type":    {"berth.cmd.po.logs", `{"user":"t:1","args":{"tail":"many"}}`, "wrong type"},
+		"bad arg type":    {"berth.cmd.po.logs", `{"user":"t:1","args":{"tail":"many"}}`, `tail must be an integer, got "many"`},
 		"unknown arg":     {"berth.cmd.po.status", `{"user":"t:1","args":{"refersh":true}}`, "refersh"},
 		"bad request id":  {"berth.cmd.po.status", `{"id":"a.b","user":"t:1"}`, "request id"},
 		"invalid utf8":    {"berth.cmd.po.status", "{\"user\":\"t:\xff\"}", "UTF-8"},

@@ -188,6 +188,8 @@ type fakeEngine struct {
 	lastLogs berth.LogOptions
 	// onContainers, when set, runs during each Containers call.
 	onContainers func()
+	// stats, when set, answers Stats.
+	stats func(id string) (*berth.ContainerStats, error)
 }
 
 var _ berth.Engine = (*fakeEngine)(nil)
@@ -212,6 +214,12 @@ func (f *fakeEngine) ComposeModel(context.Context, berth.ComposeSpec) (*berth.Co
 		m.Services[svc] = berth.ComposeService{Name: svc, Image: "app-" + svc, Replicas: 1}
 	}
 	return m, nil
+}
+func (f *fakeEngine) Stats(_ context.Context, id string) (*berth.ContainerStats, error) {
+	if f.stats == nil {
+		return nil, events.Errorf(events.CodeNotFound, "no stats")
+	}
+	return f.stats(id)
 }
 func (f *fakeEngine) Logs(_ context.Context, _ string, o berth.LogOptions, fn func(events.LogLine) error) error {
 	f.lastLogs = o

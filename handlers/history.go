@@ -13,7 +13,8 @@ type HistoryArgs struct {
 }
 
 // History returns a project's latest operations, newest first. It works
-// for a deleted project too, whose history is kept.
+// for a deleted project too, whose history is kept; a project that is
+// neither configured nor has any history is not_found.
 func (s *Service) History(ctx context.Context, req *Request, _ Reporter) (any, error) {
 	var a HistoryArgs
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
@@ -30,6 +31,12 @@ func (s *Service) History(ctx context.Context, req *Request, _ Reporter) (any, e
 	entries, err := s.Store.History(ctx, req.Project, limit)
 	if err != nil {
 		return nil, err
+	}
+	if len(entries) == 0 {
+		// Nothing to show: is the project known at all?
+		if _, err := s.project(ctx, req.Project); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]any{"project": req.Project, "entries": entries, "count": len(entries)}, nil
 }

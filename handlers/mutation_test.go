@@ -599,3 +599,35 @@ func TestRecoverResumesJournals(t *testing.T) {
 		}
 	})
 }
+
+// TestConfigCopyInStateDir: config.set keeps a copy of the configuration
+// in the state directory, as the args of the config.set that recreates
+// it; config.delete removes it.
+func TestConfigCopyInStateDir(t *testing.T) {
+	f := newOpFixture(t)
+	f.svc.Config.Admins = []string{"t:admin"}
+	args, _ := json.Marshal(map[string]any{"workspace": f.ws, "production": f.prod, "compose_project": "po", "stabilize_s": 0,
+		"roles": map[string]string{"t:alice": "operator"}})
+	if _, err := f.svc.ConfigSet(t.Context(), &Request{Project: "po", User: "t:admin", Args: args}, nil); err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(f.state.Root(), "configs", "po.json")
+	b, err := os.ReadFile(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back ConfigSetArgs
+	if err := events.DecodeArgs(b, &back); err != nil || back.Production != f.prod || back.Roles["t:alice"] != "operator" {
+		t.Fatalf("the copy does not decode as config.set args: %+v, %v\n%s", back, err, b)
+	}
+	tok := ""
+	if data, err := f.svc.ConfigDelete(t.Context(), &Request{ID: "d1", Project: "po", Action: events.ActionConfigDelete, User: "t:admin"}, &progressLog{}); events.ErrorCode(err) == events.CodeConfirmationRequired {
+		tok = data.(*ConfirmationData).Token
+	}
+	if _, err := f.svc.ConfigDelete(t.Context(), &Request{ID: "d2", Project: "po", Action: events.ActionConfigDelete, User: "t:admin", Confirm: tok}, &progressLog{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(copyPath); !os.IsNotExist(err) {
+		t.Fatalf("the copy outlived config.delete: %v", err)
+	}
+}

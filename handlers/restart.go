@@ -119,7 +119,7 @@ func composeOnServices(verb string, flags ...string) func(context.Context, *opRu
 		}
 		r.model = model
 		args := append(append([]string{verb}, flags...), r.j.Services...)
-		return s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(r.project(), r.rep, r.j.Current()), args...)
+		return r.compose(ctx, r.j.Current(), events.CodeHealthFailed, args...)
 	}
 }
 
@@ -201,24 +201,55 @@ func (s *Service) restartEstimate(ctx context.Context, project string) (float64,
 	return defaultRestartEstimate.Seconds(), "a default: no restart of this project was measured yet"
 }
 
-// output turns command output into redacted progress events, at most a
-// few per second, so a chatty build does not flood the event stream.
-func (s *Service) output(p *berth.Project, rep Reporter, step string) func(string) {
-	var last time.Time
-	var skipped int
-	return func(line string) {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			return
-		}
-		if time.Since(last) < 200*time.Millisecond {
-			skipped++
-			return
-		}
-		if skipped > 0 {
-			line = fmt.Sprintf("%s (+%d lines)", line, skipped)
-		}
-		last, skipped = time.Now(), 0
-		rep.Progress(step, s.redact(p, line), -1, -1)
+// composeOutput carries the output of a compose run to the requester: a
+// few progress events per second (a chatty build does not flood the event
+// stream), and every line, redacted, in log events of stream "compose".
+type composeOutput struct {
+	s       *Service
+	p       *berth.Project
+	rep     Reporter
+	step    string
+	last    time.Time
+	skipped int
+	batch   []events.LogLine
+	flushed time.Time
+}
+
+func (o *composeOutput) line(line string) {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return
 	}
+	line = o.s.redact(o.p, line)
+	o.batch = append(o.batch, events.LogLine{Stream: events.StreamCompose, Line: line})
+	if len(o.batch) >= 100 || time.Since(o.flushed) > time.Second {
+		o.flush()
+	}
+	if time.Since(o.last) < 200*time.Millisecond {
+		o.skipped++
+		return
+	}
+	if o.skipped > 0 {
+		line = fmt.Sprintf("%s (+%d lines)", line, o.skipped)
+	}
+	o.last, o.skipped = time.Now(), 0
+	o.rep.Progress(o.step, line, -1, -1)
+}
+
+// flush sends the lines not sent yet.
+func (o *composeOutput) flush() {
+	if len(o.batch) > 0 {
+		_ = o.rep.Log(o.batch)
+		o.batch = nil
+	}
+	o.flushed = time.Now()
+}
+
+// compose runs `docker compose <args>` for the run's step, with the run's
+// spec (and tag), its output carried to the requester.
+func (r *opRun) compose(ctx context.Context, step string, failCode events.Code, args ...string) error {
+	out := &composeOutput{s: r.s, p: r.project(), rep: r.rep, step: step, flushed: time.Now()}
+	err := r.s.Composer.Compose(ctx, r.spec(), failCode, out.line, args...)
+	out.flush()
+	return err
 }

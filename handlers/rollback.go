@@ -27,8 +27,11 @@ type RollbackPlan struct {
 	// Undo are the releases to undo, newest first.
 	Undo []ReleaseInfo `json:"undo"`
 	// Target is the release production returns to ("" for the state
-	// before Berth's first kept release).
-	Target string `json:"target"`
+	// before Berth's first kept release); TargetRelease describes it, and
+	// TargetNote says what "" means.
+	Target        string          `json:"target"`
+	TargetRelease *ReleaseSummary `json:"target_release,omitempty"`
+	TargetNote    string          `json:"target_note,omitempty"`
 	// Files counts the files restored and removed.
 	FilesRestored int `json:"files_restored"`
 	FilesRemoved  int `json:"files_removed"`
@@ -114,7 +117,7 @@ func upRestored(ctx context.Context, r *opRun) error {
 		return err
 	}
 	r.model = model
-	return s.Composer.Compose(ctx, r.spec(), events.CodeHealthFailed, s.output(r.project(), r.rep, events.StepUp), "up", "-d", "--no-build", "--remove-orphans")
+	return r.compose(ctx, events.StepUp, events.CodeHealthFailed, "up", "-d", "--no-build", "--remove-orphans")
 }
 
 func recordRollback(ctx context.Context, r *opRun) (any, error) {
@@ -197,6 +200,15 @@ func (s *Service) planRollback(ctx context.Context, p *berth.Project, raw json.R
 		undo, target = live[:i], a.To
 	}
 	rp := &RollbackPlan{Target: target, Images: map[string]string{}, Steps: []string{events.StepLock, events.StepRollback, events.StepUp, events.StepVerify}}
+	for _, r := range live {
+		if r.ID == target {
+			sum := summarize(r, false)
+			rp.TargetRelease = &sum
+		}
+	}
+	if target == "" {
+		rp.TargetNote = "the files and images production had before the oldest kept release"
+	}
 	h := sha256.New()
 	for _, r := range undo {
 		rp.Undo = append(rp.Undo, ReleaseInfo{ID: r.ID, User: r.User, CreatedAt: r.CreatedAt.Format("2006-01-02T15:04:05Z07:00"),

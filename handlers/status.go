@@ -14,6 +14,7 @@ import (
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/filesync"
+	"github.com/berth-ops/berth/state"
 )
 
 // StatusArgs are the arguments of status.
@@ -40,6 +41,15 @@ type StatusReport struct {
 	// Behind says how far production is behind the workspace (strategy
 	// copy): the files a deploy would add, modify or delete.
 	Behind *Behind `json:"behind,omitempty"`
+	// Release is the release production runs, when Berth deployed it.
+	Release *LiveRelease `json:"release,omitempty"`
+}
+
+// LiveRelease is the release production runs.
+type LiveRelease struct {
+	ID         string     `json:"id"`
+	User       string     `json:"user"`
+	DeployedAt *time.Time `json:"deployed_at,omitempty"`
 }
 
 // Behind counts the files in which production differs from the workspace.
@@ -64,6 +74,13 @@ type ServiceStatus struct {
 	ExitCode     int        `json:"exit_code"`
 	Image        string     `json:"image,omitempty"`
 	Ports        []string   `json:"ports,omitempty"`
+	// CPUPercent (100 = one CPU), MemBytes and MemLimitBytes are the
+	// container's resource use at StatsAt: sampled in the background, so a
+	// status shows the last sample (none yet right after a start).
+	CPUPercent    *float64   `json:"cpu_percent,omitempty"`
+	MemBytes      uint64     `json:"mem_bytes,omitempty"`
+	MemLimitBytes uint64     `json:"mem_limit_bytes,omitempty"`
+	StatsAt       *time.Time `json:"stats_at,omitempty"`
 }
 
 // StatusSummary counts services by state.
@@ -113,9 +130,20 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		return nil, err
 	}
 	rep := BuildStatus(p, containers, s.Now())
-	for i := range rep.Services {
-		rep.Services[i].HealthLog = s.redactAll(p, rep.Services[i].HealthLog)
+	s.stats.refresh(ctx, s.Engine, containers)
+	byName := map[string]string{}
+	for _, c := range containers {
+		byName[c.Name] = c.ID
 	}
+	for i := range rep.Services {
+		st := &rep.Services[i]
+		st.HealthLog = s.redactAll(p, st.HealthLog)
+		if u, ok := s.stats.current(byName[st.Container]); ok && st.State == "running" {
+			at := u.At.UTC()
+			st.CPUPercent, st.MemBytes, st.MemLimitBytes, st.StatsAt = u.CPUPercent, u.MemBytes, u.MemLimit, &at
+		}
+	}
+	rep.Release = s.liveRelease(p)
 	rep.CacheError = cacheErr
 	rep.ConfigReadAt = configAt
 	rep.Behind = <-behind
@@ -123,6 +151,24 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		s.cacheStatus(ctx, p.Name, rep, gen)
 	}
 	return rep, nil
+}
+
+// liveRelease is the release production runs: the newest one deployed and
+// not undone.
+func (s *Service) liveRelease(p *berth.Project) *LiveRelease {
+	if s.State == nil {
+		return nil
+	}
+	rels, err := s.State.Releases(p.Production)
+	if err != nil {
+		return nil
+	}
+	for _, r := range rels {
+		if r.Status == state.ReleaseOK {
+			return &LiveRelease{ID: r.ID, User: r.User, DeployedAt: r.FinishedAt}
+		}
+	}
+	return nil
 }
 
 // cacheStatus stores a report read from Docker at generation gen of the

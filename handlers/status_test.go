@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -326,6 +327,7 @@ func TestConfigSetValidatesPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.engine.services = []string{"web", "worker"}
+	delete(f.st().projects, "po") // a new project
 	set := func(args map[string]any) (any, error) {
 		b, _ := json.Marshal(args)
 		return f.svc.ConfigSet(context.Background(), &Request{Project: "po", User: "t:1", Args: b}, nil)
@@ -372,5 +374,97 @@ func TestConfigSetValidatesPaths(t *testing.T) {
 	}
 	if stored, err := f.store.GetProject(t.Context(), "po"); err != nil || stored.StabilizeS == nil || *stored.StabilizeS != 0 {
 		t.Fatalf("stored project %+v, %v", stored, err)
+	}
+}
+
+// TestStatusShowsResourceUse: a status shows the last resource sample of
+// each running container, taken in the background, and the CPU share
+// between two samples.
+func TestStatusShowsResourceUse(t *testing.T) {
+	f := newFixture(t)
+	f.st().projects["po"] = &berth.Project{Name: "po", ComposeProject: "po", Services: []string{"web"}}
+	f.engine.containers = []berth.Container{{ID: "c1", Service: "web", Name: "po-web-1", State: "running", StartedAt: time.Now()}}
+	f.svc.stats.interval = time.Nanosecond
+	var calls atomic.Int32
+	proceed := make(chan struct{})
+	f.engine.stats = func(id string) (*berth.ContainerStats, error) {
+		<-proceed
+		n := uint64(calls.Add(1))
+		// Each sample: the container used a quarter of the host's CPU time
+		// since the last one, on 2 CPUs: 50 % of one CPU.
+		return &berth.ContainerStats{CPUTotal: n * 250, SystemCPU: n * 1000, OnlineCPUs: 2, MemUsage: 64 << 20, MemLimit: 1 << 30, Read: time.Now()}, nil
+	}
+	status := func() *StatusReport {
+		t.Helper()
+		data, err := f.svc.Status(t.Context(), &Request{Project: "po", Args: []byte(`{"refresh":true}`)}, nopReporter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data.(*StatusReport)
+	}
+	waitCalls := func(n int32) {
+		t.Helper()
+		proceed <- struct{}{}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if _, ok := f.svc.stats.current("c1"); ok && calls.Load() >= n {
+				f.svc.stats.mu.Lock()
+				busy := f.svc.stats.inFlight["c1"]
+				f.svc.stats.mu.Unlock()
+				if !busy {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d stats calls, want %d", calls.Load(), n)
+			}
+		}
+	}
+	if st := status(); st.Services[0].StatsAt != nil {
+		t.Fatalf("a first status waited for stats: %+v", st.Services[0])
+	}
+	waitCalls(1)
+	st := status().Services[0]
+	if st.MemBytes != 64<<20 || st.MemLimitBytes != 1<<30 || st.CPUPercent != nil || st.StatsAt == nil {
+		t.Fatalf("after one sample: %+v", st)
+	}
+	waitCalls(2)
+	st = status().Services[0]
+	if st.CPUPercent == nil || *st.CPUPercent != 50 {
+		t.Fatalf("after two samples: cpu %v", st.CPUPercent)
+	}
+	close(proceed)
+}
+
+// TestStatusSamplesStatsAtMostOncePerInterval: a burst of statuses asks
+// the engine for one sample per container, not one per status.
+func TestStatusSamplesStatsAtMostOncePerInterval(t *testing.T) {
+	f := newFixture(t)
+	f.st().projects["po"] = &berth.Project{Name: "po", ComposeProject: "po", Services: []string{"web", "db"}}
+	f.engine.containers = []berth.Container{
+		{ID: "c1", Service: "web", Name: "po-web-1", State: "running", StartedAt: time.Now()},
+		{ID: "c2", Service: "db", Name: "po-db-1", State: "running", StartedAt: time.Now()},
+	}
+	var calls atomic.Int32
+	f.engine.stats = func(id string) (*berth.ContainerStats, error) {
+		calls.Add(1)
+		return &berth.ContainerStats{MemUsage: 1 << 20, Read: time.Now()}, nil
+	}
+	for range 50 {
+		if _, err := f.svc.Status(t.Context(), &Request{Project: "po", Args: []byte(`{"refresh":true}`)}, nopReporter{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, ok1 := f.svc.stats.current("c1")
+		_, ok2 := f.svc.stats.current("c2")
+		if ok1 && ok2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no samples taken")
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d stats calls for 50 statuses of 2 containers, want 2", n)
 	}
 }

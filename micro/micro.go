@@ -1,6 +1,6 @@
 // Package micro serves Berth's read-only queries as a NATS micro service
 // (github.com/nats-io/nats.go/micro): request-reply on
-// berth.q.<project>.status|logs|config|history and berth.q.projects, with
+// berth.q.<project>.status|logs|config|history|releases and berth.q.projects, with
 // the same strict body decoding, signature check, roles and handlers as
 // the command subjects, but no JetStream, no request record and no events:
 // the reply is the answer. `nats micro ls`, `nats micro info berth` and
@@ -103,7 +103,7 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 	svc, err := natsmicro.AddService(nc, natsmicro.Config{
 		Name:        cfg.Subjects.Prefix,
 		Version:     Version,
-		Description: "Berth read-only queries: status, logs, config and history of a project, and the projects a user may view",
+		Description: "Berth read-only queries: status, logs, config, history and releases of a project, and the projects a user may view",
 		Metadata:    md,
 		QueueGroup:  cfg.QueueGroup,
 		ErrorHandler: func(_ natsmicro.Service, e *natsmicro.NATSError) {
@@ -120,6 +120,7 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 		{EndpointLogs, events.ActionLogs, svcs.Logs},
 		{EndpointConfig, events.ActionConfigGet, svcs.ConfigGet},
 		{EndpointHistory, events.ActionHistory, svcs.History},
+		{events.EndpointReleases, events.ActionReleases, svcs.Releases},
 	} {
 		subject := s.Subject("*", ep.name)
 		err := svc.AddEndpoint(ep.name, natsmicro.HandlerFunc(func(r natsmicro.Request) { s.serve(r, ep) }),

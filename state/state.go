@@ -17,6 +17,7 @@
 //	targets/<key>/journal.json         the mutation in progress, if any
 //	targets/<key>/releases/<id>/       release.json, the backup (backup.json, files/), manifest.before.json
 //	outcomes/<request id>.json         the outcome of a finished mutation
+//	configs/<project>.json             a copy of a project's configuration, as config.set args
 //
 // <key> is the directory's base name and a hash of its path.
 package state
@@ -76,6 +77,12 @@ type Store interface {
 	SaveManifest(prod string, m *filesync.Manifest) error
 	// HashCachePath is the file of prod's diff hash cache.
 	HashCachePath(prod string) string
+
+	// SaveProjectConfig keeps a copy of a project's configuration, as the
+	// args of the config.set that recreates it (configs/<project>.json);
+	// RemoveProjectConfig removes it.
+	SaveProjectConfig(project string, args []byte) error
+	RemoveProjectConfig(project string) error
 
 	// SaveOutcome records how a request's mutation ended.
 	SaveOutcome(o *Outcome) error
@@ -419,6 +426,26 @@ func (d *Dir) SaveManifest(prod string, m *filesync.Manifest) error {
 
 // HashCachePath implements Store.
 func (d *Dir) HashCachePath(prod string) string { return filepath.Join(d.target(prod), "hashes.json") }
+
+// SaveProjectConfig implements Store.
+func (d *Dir) SaveProjectConfig(project string, args []byte) error {
+	if !validName(project) {
+		return fmt.Errorf("state: project %q is not valid", project)
+	}
+	return filesync.WriteFileAtomic(filepath.Join(d.root, "configs", project+".json"), args)
+}
+
+// RemoveProjectConfig implements Store.
+func (d *Dir) RemoveProjectConfig(project string) error {
+	if !validName(project) {
+		return fmt.Errorf("state: project %q is not valid", project)
+	}
+	err := os.Remove(filepath.Join(d.root, "configs", project+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
 
 // SaveOutcome implements Store. Outcomes older than OutcomeTTL are
 // removed on the way.

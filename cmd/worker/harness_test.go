@@ -106,6 +106,24 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	return h
 }
 
+// configureBare configures project on a production directory holding
+// only a compose file (strategy symlink): enough for the commands that do
+// not touch containers (history, config), without bringing anything up.
+func (h *harness) configureBare(project string) {
+	h.t.Helper()
+	dir := filepath.Join(h.cfg.Roots[0], "bare-"+project+"-"+strings.ReplaceAll(uuid.NewString(), "-", "")[:8])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "compose.yml"), []byte("services:\n  app:\n    image: "+project+"-bare:latest\n"), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	res, _ := h.send(project, events.ActionConfigSet, events.Command{User: "test:admin", Args: json.RawMessage(
+		`{"workspace":"` + dir + `","production":"` + dir + `","compose_project":"` + project + `-bare","strategy":"symlink"}`)})
+	mustOK(h.t, res)
+}
+
 // start starts (or restarts) the worker.
 func (h *harness) start() {
 	h.t.Helper()
@@ -151,10 +169,11 @@ func (h *harness) send(project, action string, cmd events.Command) (events.Event
 }
 
 // sendRaw publishes body with msgID as Nats-Msg-Id and collects the events
-// of request id until its result.
+// of request id until its result, or the result of its refusal when the
+// worker refuses it apart (an undecodable or unsigned body: ~refused).
 func (h *harness) sendRaw(project, action, id string, body []byte, timeout time.Duration) (events.Event, []events.Event) {
 	h.t.Helper()
-	evs := h.subscribe(project, id)
+	evs := h.subscribeEither(project, id)
 	msg := &nats.Msg{Subject: h.subjects.Command(project, action), Data: body, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	h.sign(msg)
@@ -186,10 +205,29 @@ func (h *harness) subscribeAs(project, user, id string) *eventSub {
 	return h.subscribeSubject(h.subjects.RequestEvents(project, user, id))
 }
 
+// subscribeEither collects the events of one request id, of whichever
+// user, and the refusals apart of the project (only one command is in
+// flight when a test uses it).
+func (h *harness) subscribeEither(project, id string) *eventSub {
+	h.t.Helper()
+	return h.subscribeWhere(h.subjects.Prefix+".evt."+project+".>", func(subject string) bool {
+		return strings.Contains(subject, "."+id+".") || strings.Contains(subject, "."+events.RefusedTokenScope+".")
+	})
+}
+
 func (h *harness) subscribeSubject(subject string) *eventSub {
+	h.t.Helper()
+	return h.subscribeWhere(subject, nil)
+}
+
+// subscribeWhere collects the events on subject that keep accepts.
+func (h *harness) subscribeWhere(subject string, keep func(subject string) bool) *eventSub {
 	h.t.Helper()
 	es := &eventSub{got: make(chan struct{}, 1)}
 	sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) {
+		if keep != nil && !keep(m.Subject) {
+			return
+		}
 		var ev events.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			h.t.Errorf("undecodable event on %s: %v", m.Subject, err)

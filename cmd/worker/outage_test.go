@@ -772,6 +772,7 @@ func TestOutageNATSStoreLost(t *testing.T) {
 			t.Logf("worker log (tail):\n%s", wlog.tail(64<<10))
 		}
 	})
+	h.configureBare("po")
 	res, _ := h.send("po", events.ActionHistory, events.Command{})
 	mustOK(t, res)
 

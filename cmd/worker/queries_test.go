@@ -173,7 +173,7 @@ func TestQueriesAndMetricsEndToEnd(t *testing.T) {
 		eps = append(eps, ep.Name+"="+ep.Subject)
 	}
 	if info.Name != "berth" || strings.Join(eps, " ") !=
-		"status=berth.q.*.status logs=berth.q.*.logs config=berth.q.*.config history=berth.q.*.history projects=berth.q.projects" {
+		"status=berth.q.*.status logs=berth.q.*.logs config=berth.q.*.config history=berth.q.*.history releases=berth.q.*.releases projects=berth.q.projects" {
 		t.Fatalf("INFO %s", m.Data)
 	}
 	if m, err = h.nc.Request("$SRV.STATS.berth", nil, 5*time.Second); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/handlers"
 	"github.com/berth-ops/berth/internal/testenv"
 )
 
@@ -483,4 +486,104 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestDeployGuardsProduction: a release whose link reaches outside
+// production through a link an earlier release shipped is refused in the
+// plan; a .berthignore that re-includes .env does not overwrite
+// production's own; a compose change that mounts the Docker socket is
+// listed first in the plan, and refused with compose_policy refuse.
+func TestDeployGuardsProduction(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	d := setupDeployable(t, h, "po", map[string]any{"stabilize_s": 1})
+
+	// Release 1 ships a link that stays inside: a/b/c/up -> ../../..
+	if err := os.MkdirAll(filepath.Join(d.ws, "a/b/c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../..", filepath.Join(d.ws, "a/b/c/up")); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, deployNow(t, h, "po"))
+	// Release 2 leaves it alone and adds x -> a/b/c/up/../../../..: in
+	// production, through a/b/c/up, that is the root of the host.
+	d.write(t, ".berthignore", "a/b/c/up\n")
+	if err := os.Symlink("a/b/c/up/../../../..", filepath.Join(d.ws, "x")); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := h.send("po", events.ActionDeploy, events.Command{User: "test:alice"})
+	if errCode(res) != "bad_request" || !strings.Contains(res.Error.Message, "x") {
+		t.Fatalf("a release with a link leaving production through a shipped link: %+v", res.Error)
+	}
+	if _, err := os.Lstat(filepath.Join(d.sample.Dir, "x")); !os.IsNotExist(err) {
+		t.Fatalf("the link reached production: %v", err)
+	}
+	_ = os.Remove(filepath.Join(d.ws, "x"))
+
+	// A .berthignore that re-includes .env, with a workspace .env that would
+	// break the app: production's own .env stays.
+	d.write(t, ".berthignore", "a/b/c/up\n!.env\n")
+	d.write(t, ".env", "FAIL_HEALTH=1\n")
+	cd, _ := plan(t, h, "po", events.ActionDeploy, "test:alice", nil)
+	var dp handlers.DeployPlan
+	raw, _ := json.Marshal(cd.Plan)
+	_ = json.Unmarshal(raw, &dp)
+	if !slices.Contains(dp.Files.Protected, ".env") {
+		t.Fatalf("the plan does not list production's .env as protected: %+v", dp.Files)
+	}
+	res, _ = confirm(t, h, "po", events.ActionDeploy, "test:alice", cd.Token)
+	mustOK(t, res)
+	d.checkUntouched(t)
+
+	// A compose change that mounts the Docker socket into worker.
+	compose := d.read(t, "compose.yml")
+	d.write(t, "compose.yml", strings.Replace(compose, `    command: ["worker"]`,
+		"    command: [\"worker\"]\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro", 1))
+	cd, _ = plan(t, h, "po", events.ActionDeploy, "test:alice", nil)
+	raw, _ = json.Marshal(cd.Plan)
+	_ = json.Unmarshal(raw, &dp)
+	if len(dp.PrivilegeWidening) != 1 || dp.PrivilegeWidening[0].Service != "worker" || dp.PrivilegeWidening[0].Setting != "docker_socket" {
+		t.Fatalf("the plan's privilege_widening: %+v", dp.PrivilegeWidening)
+	}
+	res, _ = h.send("po", events.ActionConfigSet, events.Command{User: "test:admin", Args: args(t, map[string]any{
+		"workspace": d.ws, "production": d.sample.Dir, "compose_project": d.sample.Project, "compose_files": d.sample.Files,
+		"stabilize_s": 1, "compose_policy": "refuse"})})
+	mustOK(t, res)
+	res, _ = h.send("po", events.ActionDeploy, events.Command{User: "test:alice"})
+	if errCode(res) != "forbidden" || !strings.Contains(res.Error.Message, "docker_socket") {
+		t.Fatalf("a widening under compose_policy refuse: %+v", res.Error)
+	}
+}
+
+// TestPublisherShowsWireTextInert runs the publisher against a real worker
+// whose container logs hold terminal escapes: what reaches the terminal
+// holds no escape, no carriage return, and shows what was there.
+func TestPublisherShowsWireTextInert(t *testing.T) {
+	h := newHarness(t, filepath.Clean(tempRoot(t)))
+	sample := testenv.SampleApp(t, testenv.SampleEnv("STARTUP_LOG", "title\x1b]0;pwned\x07 clear\x1b[2J back\roverwritten \u202eevil"))
+	res, _ := h.send("po", events.ActionConfigSet, events.Command{User: "test:admin", Args: args(t, map[string]any{
+		"workspace": sample.Dir, "production": sample.Dir, "compose_project": sample.Project, "strategy": "symlink"})})
+	mustOK(t, res)
+	bin := filepath.Join(t.TempDir(), "publisher")
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", bin, "./cmd/publisher")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the publisher: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "logs", "po", "--arg", "service=web", "--arg", "tail=20", "--user", "test:alice", "--server", h.cfg.NATSURL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("publisher logs: %v\n%s", err, out)
+	}
+	text := string(out)
+	if strings.ContainsAny(text, "\x1b\r\u202e\x07") {
+		t.Fatalf("the terminal got escapes: %q", text)
+	}
+	if !strings.Contains(text, `\x1b]0;pwned`) || !strings.Contains(text, "overwritten") {
+		t.Fatalf("the line is not shown as inert text: %q", text)
+	}
 }
