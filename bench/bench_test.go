@@ -77,3 +77,34 @@ func BenchmarkWorkerStart(b *testing.B) {
 	b.ReportMetric(float64(medianInt(r.rss))/(1<<20), "idle-RSS-MB")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkStatusUnderFollows is P11: p50 and p99 of a viewer's status of
+// project app, with nothing else running (a) and while another viewer's 40
+// follows (follow_s 30) of another project are sent and run (b); about
+// 45 s each. The table measures the cached status; refresh is the same
+// with {"refresh": true}, every status asking Docker.
+func BenchmarkStatusUnderFollows(b *testing.B) {
+	e := newEnv(b)
+	e.needApp()
+	e.needTick()
+	for _, v := range []struct {
+		name    string
+		refresh bool
+	}{{"cached", false}, {"refresh", true}} {
+		b.Run(v.name, func(b *testing.B) {
+			r := e.statusUnderFollows(b, 5*time.Second, v.refresh)
+			p99a, p99b, ratio := r.p99()
+			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+			b.ReportMetric(ms(median(r.a)), "p50a-ms")
+			b.ReportMetric(ms(p99a), "p99a-ms")
+			b.ReportMetric(ms(median(r.b)), "p50b-ms")
+			b.ReportMetric(ms(p99b), "p99b-ms")
+			b.ReportMetric(ratio, "p99-b/a")
+			b.ReportMetric(float64(r.ran), "follows-ran")
+			b.ReportMetric(float64(r.refused), "follows-refused")
+			b.ReportMetric(boolMetric(r.pass()), "pass")
+			b.Log(followsNote(r))
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

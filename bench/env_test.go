@@ -50,9 +50,11 @@ type env struct {
 	docker     *docker.Client
 
 	app, hand *deployable
-	flood     *floodApp
-	floor     *floor
-	tree      *tree
+	// tick is the second sample app the worker manages (P11).
+	tick  *deployable
+	flood *floodApp
+	floor *floor
+	tree  *tree
 }
 
 // newEnv starts NATS and Redis, builds the worker and starts it.
@@ -112,15 +114,19 @@ const keepOutput = 256 << 10
 
 // startWorker runs the worker binary with the production defaults, except
 // for what a benchmark machine needs: external NATS and Redis, a fresh state
-// directory, the temporary directory as root, one global admin, and the
+// directory, the temporary directory as root, one global admin, the
 // metrics server on a free port (BERTH_HTTP_ADDR: several workers run at
-// once). It returns once the worker has logged "worker ready".
+// once), and --insecure-unsigned: the commands are not signed, as in the
+// runs before the worker required signing, so that the rows stay
+// comparable (a signed command costs one more Redis round trip, its replay
+// claim, which no row measures). It returns once the worker has logged
+// "worker ready".
 func (e *env) startWorker(tb testing.TB) *workerProc {
 	tb.Helper()
 	p := &workerProc{ready: make(chan struct{}), done: make(chan struct{})}
 	p.cmd = exec.Command(e.bin,
 		"--nats-url", e.ns.ClientURL(), "--redis-url", e.redisURL,
-		"--state-dir", tb.TempDir(), "--roots", e.roots, "--admins", admin)
+		"--state-dir", tb.TempDir(), "--roots", e.roots, "--admins", admin, "--insecure-unsigned")
 	p.cmd.Env = append(os.Environ(), "BERTH_HTTP_ADDR=127.0.0.1:0")
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -258,8 +264,18 @@ func (e *env) sampleApp(project string) *deployable {
 // configure registers a project with the worker (config.set).
 func (e *env) configure(project, ws, prod, composeProject string) {
 	e.tb.Helper()
-	res, err := e.cl.request(project, events.ActionConfigSet, events.Command{User: admin,
-		Args: mustJSON(e.tb, map[string]any{"workspace": ws, "production": prod, "compose_project": composeProject})}, time.Minute)
+	e.configureRoles(project, ws, prod, composeProject, nil)
+}
+
+// configureRoles is configure with the project's roles (user → viewer,
+// operator or admin); nil leaves only the global admin.
+func (e *env) configureRoles(project, ws, prod, composeProject string, roles map[string]string) {
+	e.tb.Helper()
+	args := map[string]any{"workspace": ws, "production": prod, "compose_project": composeProject}
+	if roles != nil {
+		args["roles"] = roles
+	}
+	res, err := e.cl.request(project, events.ActionConfigSet, events.Command{User: admin, Args: mustJSON(e.tb, args)}, time.Minute)
 	if err != nil {
 		e.tb.Fatalf("config.set %s: %v", project, err)
 	}

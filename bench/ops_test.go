@@ -3,11 +3,14 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,8 +384,9 @@ func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadR
 	nc, js := newNATSConn(tb, e.ns, "bench-load")
 	subj := events.NewSubjects("berth")
 	var waiters sync.Map
-	sub, err := nc.Subscribe(subj.Prefix+".evt."+app.project+".*.result", func(m *nats.Msg) {
-		id := strings.Split(m.Subject, ".")[3]
+	// <prefix>.evt.<project>.<user token>.<id>.result
+	sub, err := nc.Subscribe(subj.Prefix+".evt."+app.project+"."+events.UserToken(admin)+".*.result", func(m *nats.Msg) {
+		id := strings.Split(m.Subject, ".")[4]
 		if ch, ok := waiters.LoadAndDelete(id); ok {
 			ch.(chan *nats.Msg) <- m
 		}
@@ -512,4 +516,339 @@ func (e *env) startups(tb testing.TB, n int, settle time.Duration) startResult {
 		p.stop(tb)
 	}
 	return r
+}
+
+// --- P11: status under hostile follows ---
+
+// The users of P11: U1, a viewer of project app, asks for its status; U2,
+// a viewer of project tick only, floods tick with follows.
+const (
+	benchU1 = "bench:u1"
+	benchU2 = "bench:u2"
+	// hostileFollows logs commands with follow_s = hostileFollowS.
+	hostileFollows = 40
+	hostileFollowS = 30
+	// statusPace is the interval between the starts of U1's status
+	// commands (one in flight; the next starts at once when one takes
+	// longer).
+	statusPace = 10 * time.Millisecond
+)
+
+// needTick brings up a second sample app as the worker's project tick
+// (its services print a line every second, so a follow has lines to send).
+func (e *env) needTick() *deployable {
+	if e.tick == nil {
+		e.tick = e.sampleApp("tick")
+	}
+	return e.tick
+}
+
+// followsResult is what P11 measured.
+type followsResult struct {
+	// a: U1's status latencies with nothing else running (before the
+	// follows and after they ended); b: from U2's first follow published
+	// until the last follow's result.
+	a, b             []time.Duration
+	aMisses, bMisses int
+	// ran and refused count U2's follows by their outcome: accepted and
+	// followed, or refused with conflict.
+	ran, refused int
+	// burst is the time from U2's first publish until every follow was
+	// either accepted or refused; burstSamples are the b samples that
+	// overlapped it.
+	burst        time.Duration
+	burstSamples []time.Duration
+	// followedS is the shortest followed_s of those that ran; lines the
+	// log lines U2 received, in log events.
+	followedS float64
+	lines     int
+	bWindow   time.Duration
+}
+
+// p99 of a, b and their ratio.
+func (r followsResult) p99() (a, b time.Duration, ratio float64) {
+	a, b = pct(r.a, 0.99), pct(r.b, 0.99)
+	return a, b, float64(b) / float64(a)
+}
+
+func (r followsResult) pass() bool {
+	a, b, _ := r.p99()
+	return float64(b) <= 1.5*float64(a)+float64(5*time.Millisecond)
+}
+
+func pct(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return quantile(s, q)
+}
+
+// statusUnderFollows is P11: U1's status of project app (cached, or with
+// refresh: true), one in flight, one every statusPace, for aWindow with
+// nothing else running;
+// then while U2 publishes hostileFollows logs commands with follow_s
+// hostileFollowS on project tick as fast as it can (asynchronous
+// JetStream publishes) and until the last of them has its result; then
+// for aWindow again. The follows that ran end on their own before it
+// returns (they are waited out, and measured during), so the worker is
+// left as it was.
+func (e *env) statusUnderFollows(tb testing.TB, aWindow time.Duration, refresh bool) followsResult {
+	tb.Helper()
+	var statusArgs []byte
+	if refresh {
+		statusArgs = []byte(`{"refresh":true}`)
+	}
+	app, tick := e.needApp(), e.needTick()
+	e.configureRoles(app.project, app.ws, app.sample.Dir, app.sample.Project, map[string]string{benchU1: "viewer"})
+	e.configureRoles(tick.project, tick.ws, tick.sample.Dir, tick.sample.Project, map[string]string{benchU2: "viewer"})
+	// U2 may not read app: the two users share nothing but the worker.
+	res, err := e.cl.request(app.project, events.ActionStatus, events.Command{User: benchU2}, 30*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if errCode(res) != string(events.CodeForbidden) {
+		tb.Fatalf("status of %s by %s: want forbidden, got %+v", app.project, benchU2, res.Error)
+	}
+
+	var r followsResult
+	type sample struct {
+		start time.Time
+		d     time.Duration
+	}
+	// run samples U1's status until done says so, and counts the results
+	// not served from the cache in misses.
+	run := func(done func() bool, misses *int) []sample {
+		var out []sample
+		next := time.Now()
+		for !done() {
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			next = time.Now().Add(statusPace)
+			start := time.Now()
+			res, err := e.cl.request(app.project, events.ActionStatus, events.Command{User: benchU1, Args: statusArgs}, 30*time.Second)
+			d := time.Since(start)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			mustOK(tb, res)
+			if !bytes.Contains(res.Data, []byte(`"cached":true`)) {
+				*misses++
+			}
+			out = append(out, sample{start, d})
+		}
+		return out
+	}
+	durations := func(ss []sample) []time.Duration {
+		out := make([]time.Duration, len(ss))
+		for i, s := range ss {
+			out[i] = s.d
+		}
+		return out
+	}
+	window := func(d time.Duration) func() bool {
+		end := time.Now().Add(d)
+		return func() bool { return !time.Now().Before(end) }
+	}
+	// Warm-up, not counted: the roles were just written.
+	warm := 0
+	run(func() bool { warm++; return warm > 3 }, new(int))
+
+	a1 := run(window(aWindow), &r.aMisses)
+
+	h := e.startHostile(tb, tick.project)
+	b := run(h.finished, &r.bMisses)
+	hr := h.wait(tb)
+	r.bWindow = time.Since(h.start)
+
+	a2 := run(window(aWindow), &r.aMisses)
+
+	r.a = append(durations(a1), durations(a2)...)
+	r.b = durations(b)
+	r.ran, r.refused, r.lines, r.followedS = hr.ran, hr.refused, hr.lines, hr.followedS
+	r.burst = hr.settled.Sub(h.start)
+	for _, s := range b {
+		if s.start.Before(hr.settled) && s.start.Add(s.d).After(h.start) {
+			r.burstSamples = append(r.burstSamples, s.d)
+		}
+	}
+	return r
+}
+
+// hostile is U2: hostileFollows follows of one project, published at once.
+type hostile struct {
+	start time.Time
+	done  chan struct{}
+
+	mu  sync.Mutex // guards res and err
+	res hostileResult
+	err error
+}
+
+type hostileResult struct {
+	ran, refused, lines int
+	followedS           float64
+	// settled is when the last follow was accepted or refused.
+	settled time.Time
+}
+
+func (h *hostile) finished() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *hostile) wait(tb testing.TB) hostileResult {
+	tb.Helper()
+	<-h.done
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		tb.Fatal(h.err)
+	}
+	return h.res
+}
+
+// startHostile subscribes to U2's events of project, publishes the
+// follows asynchronously, and returns; done is closed once every follow
+// has its result (or on an error).
+func (e *env) startHostile(tb testing.TB, project string) *hostile {
+	tb.Helper()
+	nc, js := newNATSConn(tb, e.ns, "bench-hostile")
+	subj := events.NewSubjects("berth")
+	h := &hostile{done: make(chan struct{})}
+	type state struct{ accepted, result bool }
+	mu := &h.mu
+	cmds := map[string]*state{}
+	settled, results := 0, 0
+	var fail error
+	finish := func(err error) { // with mu held
+		if fail == nil && err != nil {
+			fail = err
+		}
+		select {
+		case <-h.done:
+		default:
+			h.err = fail
+			close(h.done)
+		}
+	}
+	// <prefix>.evt.<project>.<user token>.<id>.<kind>
+	sub, err := nc.Subscribe(subj.Prefix+".evt."+project+"."+events.UserToken(benchU2)+".>", func(m *nats.Msg) {
+		tok := strings.Split(m.Subject, ".")
+		if len(tok) != 6 {
+			return
+		}
+		id, kind := tok[4], events.Kind(tok[5])
+		mu.Lock()
+		defer mu.Unlock()
+		st := cmds[id]
+		if st == nil || fail != nil {
+			return
+		}
+		var ev events.Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			finish(fmt.Errorf("undecodable event %s: %v", m.Subject, err))
+			return
+		}
+		switch kind {
+		case events.KindAccepted:
+			st.accepted = true
+			settled++
+		case events.KindLog:
+			h.res.lines += len(ev.Lines)
+		case events.KindResult:
+			st.result = true
+			results++
+			switch {
+			case ev.OK != nil && *ev.OK && st.accepted:
+				var lr struct {
+					FollowedS float64 `json:"followed_s"`
+				}
+				if err := json.Unmarshal(ev.Data, &lr); err != nil {
+					finish(err)
+					return
+				}
+				if h.res.ran == 0 || lr.FollowedS < h.res.followedS {
+					h.res.followedS = lr.FollowedS
+				}
+				h.res.ran++
+			case errCode(ev) == string(events.CodeConflict) && !st.accepted:
+				h.res.refused++
+				settled++
+			default:
+				finish(fmt.Errorf("follow %s: unexpected result %+v, data %s", id, ev.Error, ev.Data))
+				return
+			}
+		}
+		if settled == hostileFollows && h.res.settled.IsZero() {
+			h.res.settled = time.Now()
+		}
+		if results == hostileFollows {
+			finish(nil)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		tb.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	tag := randomHex(tb, 4)
+	args := []byte(`{"service":"web","follow_s":` + strconv.Itoa(hostileFollowS) + `}`)
+	msgs := make([]*nats.Msg, hostileFollows)
+	mu.Lock()
+	for i := range msgs {
+		id := "h" + tag + "-" + strconv.Itoa(i)
+		cmds[id] = &state{}
+		msgs[i] = &nats.Msg{Subject: subj.Command(project, events.ActionLogs), Header: nats.Header{},
+			Data: mustJSON(tb, events.Command{ID: id, User: benchU2, Args: args})}
+		msgs[i].Header.Set(jetstream.MsgIDHeader, id)
+	}
+	mu.Unlock()
+	h.start = time.Now()
+	go func() {
+		var acks []jetstream.PubAckFuture
+		for _, m := range msgs {
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				mu.Lock()
+				finish(err)
+				mu.Unlock()
+				return
+			}
+			acks = append(acks, f)
+		}
+		for _, f := range acks {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				mu.Lock()
+				finish(fmt.Errorf("publish a follow: %w", err))
+				mu.Unlock()
+				return
+			case <-time.After(30 * time.Second):
+				mu.Lock()
+				finish(errors.New("no PubAck for a follow within 30s"))
+				mu.Unlock()
+				return
+			}
+		}
+		// Every follow ends after follow_s; its result comes within the
+		// worker's read timeout after that.
+		select {
+		case <-h.done:
+		case <-time.After(hostileFollowS*time.Second + 90*time.Second):
+			mu.Lock()
+			finish(fmt.Errorf("%d of %d follows have no result %ds after they were sent", hostileFollows-results, hostileFollows, hostileFollowS+90))
+			mu.Unlock()
+		}
+		_ = sub.Unsubscribe()
+	}()
+	return h
 }

@@ -124,6 +124,12 @@ func BenchmarkTable(b *testing.B) {
 		row{id: "P8a", work: "worker idle RSS (3 s after ready)", berth: fmtMB(idle), comp: "—", ratio: "—", goal: "≤ 25 MB", pass: idle <= 25<<20},
 		row{id: "P8b", work: "worker start → `worker ready` log line (external NATS and Redis)", berth: fmtDur(ready), comp: "—", ratio: "—", goal: "≤ 300 ms", pass: ready <= 300*time.Millisecond})
 
+	progress("P11 status under hostile follows (%ds of follows)", hostileFollowS)
+	fr := e.statusUnderFollows(b, time.Duration(rounds(5))*time.Second, false)
+	all = append(all, series{"P11 U1 status, nothing else running (a)", fr.a}, series{"P11 U1 status during U2's follows (b)", fr.b})
+	rows = append(rows, followsRow(fr))
+	notes = append(notes, followsNote(fr))
+
 	var sb strings.Builder
 	printTable(&sb, rows)
 	fmt.Fprintln(&sb)
@@ -274,3 +280,26 @@ func fmtDur(d time.Duration) string {
 }
 
 func fmtMB(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+
+// followsRow is P11's line: p50 and p99 of U1's status with U2's follows
+// running (b) and with nothing else running (a).
+func followsRow(fr followsResult) row {
+	p99a, p99b, ratio := fr.p99()
+	return row{id: "P11", work: fmt.Sprintf("status under hostile follows: cached status of project app by viewer U1 while viewer U2 sends %d `logs` with `follow_s` %d on another project (%d ran, %d refused)",
+		hostileFollows, hostileFollowS, fr.ran, fr.refused),
+		berth: fmt.Sprintf("p50 %s, p99 %s", fmtDur(median(fr.b)), fmtDur(p99b)),
+		comp:  fmt.Sprintf("p50 %s, p99 %s (nothing else running)", fmtDur(median(fr.a)), fmtDur(p99a)),
+		ratio: fmtRatio(ratio) + " (p99)", goal: "p99(b) ≤ 1.5 × p99(a) + 5 ms", pass: fr.pass()}
+}
+
+func followsNote(fr followsResult) string {
+	p99a, p99b, _ := fr.p99()
+	burstMax := time.Duration(0)
+	for _, d := range fr.burstSamples {
+		burstMax = max(burstMax, d)
+	}
+	return fmt.Sprintf("P11: U2's %d follows: %d ran (each followed %.1f s or more; %d log lines to U2), %d refused with conflict; all were accepted or refused %s after U2's first publish, and %d status samples overlapped that (max %s); "+
+		"p99 (a) %s over %d samples (before and after the follows), p99 (b) %s over %d samples in %s; results not from the cache: (a) %d, (b) %d",
+		hostileFollows, fr.ran, fr.followedS, fr.lines, fr.refused, fmtDur(fr.burst), len(fr.burstSamples), fmtDur(burstMax),
+		fmtDur(p99a), len(fr.a), fmtDur(p99b), len(fr.b), fr.bWindow.Round(100*time.Millisecond), fr.aMisses, fr.bMisses)
+}
