@@ -99,4 +99,9 @@ type Composer interface {
 	// ("<id>_<name>"), which would make the next up fail. It returns
 	// their names.
 	RemoveStrayContainers(ctx context.Context, composeProject string) ([]string, error)
+	// WatchImageTags calls fn with the reference of each image the engine
+	// tags from since on (the engine replays the events it still holds),
+	// until ctx ends; then it returns nil. It returns an error when the
+	// stream cannot be opened or ends.
+	WatchImageTags(ctx context.Context, since time.Time, fn func(ref string)) error
 }

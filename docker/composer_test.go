@@ -106,8 +106,28 @@ func TestComposer(t *testing.T) {
 		if !strings.HasPrefix(id, "sha256:") {
 			t.Errorf("image id %q", id)
 		}
+		// The tag is seen by a watcher, from the time it asks on.
+		wctx, stopWatch := context.WithCancel(ctx)
+		seen := make(chan string, 16)
+		watched := make(chan error, 1)
+		go func() {
+			watched <- e.WatchImageTags(wctx, time.Now().Add(-time.Second), func(r string) { seen <- r })
+		}()
 		if err := e.TagImage(ctx, id, ref); err != nil {
 			t.Fatal(err)
+		}
+		for got := ""; got != ref; {
+			select {
+			case got = <-seen:
+			case err := <-watched:
+				t.Fatalf("the watch ended: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no tag event for %s", ref)
+			}
+		}
+		stopWatch()
+		if err := <-watched; err != nil {
+			t.Errorf("a watch whose context ended: %v", err)
 		}
 		if got, err := e.ImageID(ctx, ref); err != nil || got != id {
 			t.Fatalf("ImageID(%s) = %q, %v; want %s", ref, got, err, id)

@@ -76,3 +76,36 @@ func (e *Engine) WatchContainers(ctx context.Context, since time.Time, fn func(c
 		}
 	}
 }
+
+// WatchImageTags calls fn with the reference ("repo:tag") of each image the
+// engine tags from since on, until ctx ends; then it returns nil. Errors
+// are those of WatchContainers.
+func (e *Engine) WatchImageTags(ctx context.Context, since time.Time, fn func(ref string)) error {
+	args := filters.NewArgs(
+		filters.Arg("type", string(dockerevents.ImageEventType)),
+		filters.Arg("event", string(dockerevents.ActionTag)),
+	)
+	opts := dockerevents.ListOptions{Filters: args, Since: unixTimestamp(since)}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, errs := e.cli.Events(sctx, opts)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err, ok := <-errs:
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !ok || err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return events.Errorf(events.CodeDockerUnavailable,
+					"the Docker Engine at %s closed its event stream (it may be stopping or restarting)", e.cli.DaemonHost())
+			}
+			return e.mapErr(err, "watch image events")
+		case m := <-msgs:
+			if ref := m.Actor.Attributes["name"]; ref != "" {
+				fn(ref)
+			}
+		}
+	}
+}

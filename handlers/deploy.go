@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -394,7 +395,76 @@ func restoreImages(ctx context.Context, r *opRun) error {
 	if r.rel == nil {
 		return nil
 	}
+	if r.request == nil && (r.j.Current() == events.StepPull || r.j.Current() == events.StepBuild) {
+		return r.s.settleImages(ctx, r.rel)
+	}
 	return r.s.retagImages(ctx, r.rel)
+}
+
+// settleImages re-tags rel's images after a worker stopped during a pull
+// or build. Killing compose ends the request, but the engine finishes the
+// step it is in and may then tag the result, after undo put the
+// reference back: so it watches the engine's tag events and re-tags until
+// the references stayed put for Config.ImageSettle (at most 20 times as
+// long).
+func (s *Service) settleImages(ctx context.Context, rel *state.Release) error {
+	refs := map[string]bool{}
+	for _, img := range rel.Images {
+		refs[img.Ref] = true
+		refs[dockerRefTag(img.Ref)] = true
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tagged := make(chan struct{}, 1)
+	watchErr := make(chan error, 1)
+	since := s.Now().Add(-time.Second)
+	go func() {
+		watchErr <- s.Composer.WatchImageTags(wctx, since, func(ref string) {
+			if refs[ref] {
+				select {
+				case tagged <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}()
+	quiet := time.NewTimer(s.Config.ImageSettle)
+	defer quiet.Stop()
+	limit := time.After(20 * s.Config.ImageSettle)
+	for {
+		if err := s.retagImages(ctx, rel); err != nil {
+			return err
+		}
+		select {
+		case <-tagged:
+			zerolog.Ctx(ctx).Warn().Msg("the engine tagged a build or pull of the stopped worker after undo; tagging back")
+			quiet.Reset(s.Config.ImageSettle)
+		case <-quiet.C:
+			return s.retagImages(ctx, rel)
+		case <-limit:
+			return s.retagImages(ctx, rel)
+		case err := <-watchErr:
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// dockerRefTag is ref with the ":latest" the engine adds to a reference
+// without a tag.
+func dockerRefTag(ref string) string {
+	name := ref
+	if i := strings.LastIndex(ref, "/"); i >= 0 {
+		name = ref[i+1:]
+	}
+	if strings.Contains(name, ":") || strings.Contains(name, "@") {
+		return ref
+	}
+	return ref + ":latest"
 }
 
 func (s *Service) retagImages(ctx context.Context, rel *state.Release) error {

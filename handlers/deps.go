@@ -52,6 +52,11 @@ type Config struct {
 	// KeepReleases is how many releases (file backups and image tags) are
 	// kept per project.
 	KeepReleases int
+	// ImageSettle is how long, after a worker stopped during a pull or
+	// build, image references must stay as undo left them before the
+	// recovery trusts them: the engine may still finish the stopped
+	// build and tag its result.
+	ImageSettle time.Duration
 	// PauseAt makes a mutation stop for PauseFor at the start of a step
 	// (plan, backup, sync, build, up, verify, rollback): a test hook that
 	// lets crash tests kill the worker inside a given step. Off when empty.
@@ -71,6 +76,7 @@ func (c *Config) setDefaults() {
 	c.UndoWait = cmp.Or(c.UndoWait, 60*time.Second)
 	c.Stabilize = cmp.Or(c.Stabilize, 3*time.Second)
 	c.KeepReleases = cmp.Or(c.KeepReleases, 5)
+	c.ImageSettle = cmp.Or(c.ImageSettle, 5*time.Second)
 }
 
 // Validate reports a configuration that cannot work.
@@ -81,7 +87,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.StatusTTL < 0 || c.MaxTail < 0 || c.MaxFollow < 0 || c.HistoryLimit < 0 || c.ConfirmTTL < 0 ||
-		c.LockLease < 0 || c.VerifyTimeout < 0 || c.UndoWait < 0 || c.Stabilize < 0 || c.KeepReleases < 0 {
+		c.LockLease < 0 || c.VerifyTimeout < 0 || c.UndoWait < 0 || c.Stabilize < 0 || c.KeepReleases < 0 || c.ImageSettle < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}
 	return nil

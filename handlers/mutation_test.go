@@ -33,6 +33,25 @@ type fakeComposer struct {
 	tagErr  error
 	onTag   func()
 	stopped []string
+	// watchers are the WatchImageTags callbacks running.
+	watchers []func(string)
+	// lateBuild, when set, is the image a build cut short by a stop
+	// tags as po-web that long after StopOperation (as the engine
+	// finishes the step it is in once its client is gone).
+	lateBuild time.Duration
+	lateDone  chan struct{}
+}
+
+// engineTags tags img as ref the way the engine's build does, telling
+// the watchers.
+func (f *fakeComposer) engineTags(img, ref string) {
+	f.mu.Lock()
+	f.images[ref] = img
+	ws := slices.Clone(f.watchers)
+	f.mu.Unlock()
+	for _, w := range ws {
+		w(ref + ":latest")
+	}
 }
 
 var _ berth.Composer = (*fakeComposer)(nil)
@@ -93,7 +112,19 @@ func (f *fakeComposer) StopOperation(_ context.Context, tag string) (int, error)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stopped = append(f.stopped, tag)
+	if f.lateBuild > 0 {
+		f.lateDone = make(chan struct{})
+		time.AfterFunc(f.lateBuild, func() { f.engineTags("sha256:late", "po-web"); close(f.lateDone) })
+	}
 	return 0, nil
+}
+
+func (f *fakeComposer) WatchImageTags(ctx context.Context, _ time.Time, fn func(string)) error {
+	f.mu.Lock()
+	f.watchers = append(f.watchers, fn)
+	f.mu.Unlock()
+	<-ctx.Done()
+	return nil
 }
 
 func (f *fakeComposer) RemoveStrayContainers(context.Context, string) ([]string, error) {
@@ -161,7 +192,8 @@ func newOpFixture(t *testing.T) *opFixture {
 	if f.state, err = state.New(filepath.Join(root, "state")); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := NewService(st, f.engine, Config{Roots: []string{root}, VerifyTimeout: 2 * time.Second, LockLease: 3 * time.Second, UndoWait: time.Millisecond})
+	svc, err := NewService(st, f.engine, Config{Roots: []string{root}, VerifyTimeout: 2 * time.Second, LockLease: 3 * time.Second, UndoWait: time.Millisecond,
+		ImageSettle: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,6 +588,44 @@ func TestRecoverResumesJournals(t *testing.T) {
 		o, err := f.state.Outcome(j.RequestID)
 		if err != nil || o == nil || o.OK || !o.Recovered || o.Error.Data["rolled_back"] != true || o.StartedAt.IsZero() {
 			t.Fatalf("outcome %+v, %v", o, err)
+		}
+	})
+	t.Run("deploy stopped in build, whose build the engine finishes later", func(t *testing.T) {
+		f := newOpFixture(t)
+		f.write(f.ws, "app.txt", "v2 (new)\n")
+		tok := f.plan(events.ActionDeploy, "t:alice", nil)
+		killed := errors.New("killed")
+		f.composer.hook = func(a string) (error, bool) {
+			if a == "build" {
+				panic(killed)
+			}
+			return nil, false
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != killed {
+					panic(p)
+				}
+			}()
+			f.send(events.ActionDeploy, "t:alice", tok, nil)
+		}()
+		j, err := f.state.Journal(f.prod)
+		if err != nil || j == nil || j.Current() != events.StepBuild {
+			t.Fatalf("not a deploy stopped in its build: %+v, %v", j, err)
+		}
+		f.composer.hook = nil
+		// The engine tags the stopped build's image after undo re-tagged.
+		f.composer.lateBuild = 100 * time.Millisecond
+		if err := f.store.ReleaseLock(t.Context(), "po", j.LockOwner); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.svc.Recover(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		f.settled()
+		<-f.composer.lateDone
+		if id, _ := f.composer.ImageID(t.Context(), "po-web"); id != "sha256:old" {
+			t.Fatalf("after recovery po-web is %s, not the running release's sha256:old", id)
 		}
 	})
 	t.Run("stop is finished", func(t *testing.T) {
