@@ -47,6 +47,14 @@ type Project struct {
 	// healthcheck must run unchanged after a mutation to count as up; nil
 	// means the worker's --stabilize.
 	StabilizeS *int `json:"stabilize_s,omitempty"`
+	// DrainS, when set, is how many seconds a start-first rollout waits
+	// between taking old containers off the networks and stopping them
+	// (default: the service's stop_grace_period, else 5 s).
+	DrainS *int `json:"drain_s,omitempty"`
+	// StartFirstWithVolumes are services that may roll out start-first
+	// although they mount a writable named volume: the project says two
+	// containers of theirs may share it for a moment.
+	StartFirstWithVolumes []string `json:"start_first_with_volumes,omitempty"`
 	// Roles maps users to their role in this project: viewer, operator
 	// or admin. Global admins come from the worker's configuration.
 	Roles map[string]string `json:"roles,omitempty"`

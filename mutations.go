@@ -104,4 +104,25 @@ type Composer interface {
 	// until ctx ends; then it returns nil. It returns an error when the
 	// stream cannot be opened or ends.
 	WatchImageTags(ctx context.Context, since time.Time, fn func(ref string)) error
+	// ContainerNetworks says which networks a container is on (none when
+	// it is gone).
+	ContainerNetworks(ctx context.Context, id string) ([]NetworkAttachment, error)
+	// DisconnectContainer takes a container off networks, so that
+	// Docker's DNS stops returning it; one it is not on is no error.
+	DisconnectContainer(ctx context.Context, id string, nets []NetworkAttachment) error
+	// ReconnectContainer puts a container back on the networks
+	// DisconnectContainer took it off.
+	ReconnectContainer(ctx context.Context, id string, nets []NetworkAttachment) error
+	// StartContainer starts a created or stopped container.
+	StartContainer(ctx context.Context, id string) error
+	// RemoveContainer stops a container with a grace period after SIGTERM
+	// (0: the engine's) and removes it; a missing container is no error.
+	RemoveContainer(ctx context.Context, id string, grace time.Duration) error
+}
+
+// NetworkAttachment is a network a container was on, with its aliases
+// there.
+type NetworkAttachment struct {
+	Network string   `json:"network"`
+	Aliases []string `json:"aliases,omitempty"`
 }

@@ -35,6 +35,12 @@ type ConfigSetArgs struct {
 	// StabilizeS overrides the worker's stabilisation window for this
 	// project, in seconds (0 to MaxStabilizeS).
 	StabilizeS *int `json:"stabilize_s,omitempty"`
+	// DrainS is how long a start-first rollout drains old containers, in
+	// seconds (0 to MaxStabilizeS).
+	DrainS *int `json:"drain_s,omitempty"`
+	// StartFirstWithVolumes lets these services roll out start-first
+	// although they mount a writable named volume.
+	StartFirstWithVolumes []string `json:"start_first_with_volumes,omitempty"`
 	// Roles maps users to viewer, operator or admin.
 	Roles map[string]string `json:"roles,omitempty"`
 	// AnonymousViewers lets any user read the project.
@@ -64,6 +70,10 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 	if a.StabilizeS != nil && (*a.StabilizeS < 0 || *a.StabilizeS > MaxStabilizeS) {
 		return nil, events.Errorf(events.CodeBadRequest, "stabilize_s %d is out of range", *a.StabilizeS).
 			WithHint(fmt.Sprintf("give a number of seconds from 0 to %d, or leave it out for the worker's default", MaxStabilizeS))
+	}
+	if a.DrainS != nil && (*a.DrainS < 0 || *a.DrainS > MaxStabilizeS) {
+		return nil, events.Errorf(events.CodeBadRequest, "drain_s %d is out of range", *a.DrainS).
+			WithHint(fmt.Sprintf("give a number of seconds from 0 to %d, or leave it out for the service's stop_grace_period", MaxStabilizeS))
 	}
 	switch a.Strategy {
 	case "":
@@ -163,12 +173,20 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 			With("services", services).
 			WithHint("pick one of: " + strings.Join(services, ", "))
 	}
+	for _, svc := range a.StartFirstWithVolumes {
+		if !slices.Contains(services, svc) {
+			return nil, events.Errorf(events.CodeBadRequest, "start_first_with_volumes names %q, which is not a service of this project", svc).
+				With("services", services).
+				WithHint("name services of: " + strings.Join(services, ", "))
+		}
+	}
 	now := s.Now().UTC()
 	p := &berth.Project{
 		Name: req.Project, Workspace: ws, Workspaces: extra, Production: prod,
 		ComposeProject: a.ComposeProject, ComposeFiles: files,
 		Services: services, PrimaryService: primary, Strategy: a.Strategy, RequireSecondApprover: a.RequireSecondApprover,
 		ComposePolicy: a.ComposePolicy, StabilizeS: a.StabilizeS, Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
+		DrainS: a.DrainS, StartFirstWithVolumes: a.StartFirstWithVolumes,
 		CreatedAt: now, UpdatedAt: now, UpdatedBy: req.User,
 	}
 	if old != nil {
@@ -277,7 +295,8 @@ func (s *Service) keepConfigCopy(ctx context.Context, p *berth.Project) {
 	}
 	args := ConfigSetArgs{Workspace: p.Workspace, Workspaces: p.Workspaces, Production: p.Production, ComposeProject: p.ComposeProject,
 		ComposeFiles: p.ComposeFiles, PrimaryService: p.PrimaryService, Strategy: p.Strategy, RequireSecondApprover: p.RequireSecondApprover,
-		StabilizeS: p.StabilizeS, Roles: p.Roles, AnonymousViewers: p.AnonymousViewers, ComposePolicy: p.ComposePolicy}
+		StabilizeS: p.StabilizeS, Roles: p.Roles, AnonymousViewers: p.AnonymousViewers, ComposePolicy: p.ComposePolicy,
+		DrainS: p.DrainS, StartFirstWithVolumes: p.StartFirstWithVolumes}
 	b, err := json.MarshalIndent(args, "", "  ")
 	if err == nil {
 		err = s.State.SaveProjectConfig(p.Name, b)

@@ -40,7 +40,7 @@ var deployOp = &operation{
 		{name: events.StepSync, title: syncTitle, skip: strategyIsNot("copy"), do: syncFiles, undo: restoreFiles},
 		{name: events.StepPull, title: stepTitle("docker compose pull"), skip: strategyIsNot("registry"), do: pullImages, undo: restoreImages},
 		{name: events.StepBuild, title: stepTitle("docker compose build"), skip: noBuild, do: buildImages, undo: restoreImages},
-		{name: events.StepUp, title: stepTitle("docker compose up"), do: upRelease},
+		{name: events.StepUp, title: stepTitle("docker compose up"), do: upRelease, undo: settleRollouts},
 		{name: events.StepVerify, title: verifyTitle, do: verifyServices},
 	},
 	settleFrom: events.StepUp,
@@ -70,6 +70,9 @@ type DeployPlan struct {
 	Files       filesync.PlanSummary `json:"files"`
 	NeedsBuild  bool                 `json:"needs_build"`
 	Steps       []string             `json:"steps"`
+	// Rollout says which services roll out start-first and which are
+	// recreated, when a service asks for start-first.
+	Rollout *RolloutPlan `json:"rollout,omitempty"`
 }
 
 // DeployResult is the result data of a deploy.
@@ -142,6 +145,9 @@ func (s *Service) planDeploy(ctx context.Context, p *berth.Project, raw json.Raw
 		return nil, err
 	}
 	dp.ComposeDiff = composeDiffs(p.ComposeFiles, ws, p.Production, fp)
+	if model, err := s.Engine.ComposeModel(ctx, berth.ComposeSpec{Dir: ws, Files: p.ComposeFiles, Project: p.ComposeProject}); err == nil {
+		dp.Rollout = rolloutPlan(p, model)
+	}
 	return &plan{Data: dp, Digest: fp.Digest + ":" + ws, state: fp}, nil
 }
 
@@ -480,17 +486,12 @@ func (s *Service) retagImages(ctx context.Context, rel *state.Release) error {
 	return nil
 }
 
-// upRelease recreates what changed, removes the containers of services
-// the compose files no longer have, and starts the one-shots. It does not
-// wait: verifyRelease judges what is up.
+// upRelease recreates what changed, rolls out the start-first services,
+// removes the containers of services the compose files no longer have,
+// and starts the one-shots. It does not wait: verifyRelease judges what
+// is up.
 func upRelease(ctx context.Context, r *opRun) error {
-	s := r.s
-	model, err := s.Engine.ComposeModel(ctx, r.spec())
-	if err != nil {
-		return err
-	}
-	r.model = model
-	return r.compose(ctx, events.StepUp, events.CodeHealthFailed, "up", "-d", "--remove-orphans")
+	return r.upProject(ctx, events.StepUp, true)
 }
 
 // upPreviousRelease brings the project up as the undone steps left its
@@ -499,13 +500,10 @@ func upRelease(ctx context.Context, r *opRun) error {
 func upPreviousRelease(ctx context.Context, r *opRun) error {
 	s, p := r.s, r.project()
 	r.progress(events.StepRollback, "docker compose up with the previous release", -1, -1)
-	model, err := s.Engine.ComposeModel(ctx, r.spec())
-	if err != nil {
+	if err := r.upProject(ctx, events.StepRollback, false); err != nil {
 		return err
 	}
-	if err := r.compose(ctx, events.StepRollback, events.CodeHealthFailed, "up", "-d", "--no-build", "--remove-orphans"); err != nil {
-		return err
-	}
+	model := r.model
 	s.syncServices(ctx, p, model)
 	_, fail, err := s.verify(ctx, p, model, nil, events.StepRollback, r.rep)
 	if err != nil {

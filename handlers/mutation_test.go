@@ -127,6 +127,38 @@ func (f *fakeComposer) WatchImageTags(ctx context.Context, _ time.Time, fn func(
 	return nil
 }
 
+func (f *fakeComposer) ContainerNetworks(context.Context, string) ([]berth.NetworkAttachment, error) {
+	return []berth.NetworkAttachment{{Network: "po_default"}}, nil
+}
+
+func (f *fakeComposer) DisconnectContainer(_ context.Context, id string, _ []berth.NetworkAttachment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "disconnect "+id)
+	return nil
+}
+
+func (f *fakeComposer) ReconnectContainer(_ context.Context, id string, _ []berth.NetworkAttachment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "reconnect "+id)
+	return nil
+}
+
+func (f *fakeComposer) StartContainer(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "start "+id)
+	return nil
+}
+
+func (f *fakeComposer) RemoveContainer(_ context.Context, id string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "remove "+id)
+	return nil
+}
+
 func (f *fakeComposer) RemoveStrayContainers(context.Context, string) ([]string, error) {
 	return nil, nil
 }

@@ -73,7 +73,7 @@ var rollbackOp = &operation{
 	onFailure: finishSteps,
 	steps: []step{
 		{name: events.StepRollback, title: rollbackTitle, do: restoreReleases},
-		{name: events.StepUp, title: stepTitle("docker compose up with the restored files and images"), do: upRestored},
+		{name: events.StepUp, title: stepTitle("docker compose up with the restored files and images"), do: upRestored, resume: resumeUpRestored},
 		{name: events.StepVerify, title: verifyTitle, do: verifyServices},
 	},
 	finish: recordRollback,
@@ -111,13 +111,16 @@ func restoreReleases(ctx context.Context, r *opRun) error {
 // upRestored recreates the services from the restored files and images,
 // without building, and removes those the undone releases added.
 func upRestored(ctx context.Context, r *opRun) error {
-	s := r.s
-	model, err := s.Engine.ComposeModel(ctx, r.spec())
-	if err != nil {
+	return r.upProject(ctx, events.StepUp, false)
+}
+
+// resumeUpRestored ends the rollouts a stopped worker left, then brings
+// the project up.
+func resumeUpRestored(ctx context.Context, r *opRun) error {
+	if err := settleRollouts(ctx, r); err != nil {
 		return err
 	}
-	r.model = model
-	return r.compose(ctx, events.StepUp, events.CodeHealthFailed, "up", "-d", "--no-build", "--remove-orphans")
+	return upRestored(ctx, r)
 }
 
 func recordRollback(ctx context.Context, r *opRun) (any, error) {

@@ -176,6 +176,36 @@ type Journal struct {
 	Phase string `json:"phase,omitempty"`
 	// StepsMS are the measured durations of the finished steps.
 	StepsMS map[string]int64 `json:"steps_ms,omitempty"`
+	// Rollouts are the start-first rollouts of the run, one per service,
+	// in order: what undo needs to put the old containers back, or to
+	// finish taking them out.
+	Rollouts []Rollout `json:"rollouts,omitempty"`
+}
+
+// The phases of a rollout, in order.
+const (
+	// RolloutStarting: new containers are being started beside Old.
+	RolloutStarting = "starting"
+	// RolloutDraining: the new ones are ready; Old are being taken off
+	// the networks and drained.
+	RolloutDraining = "draining"
+	// RolloutRemoving: Old are being stopped and removed; the new ones
+	// serve.
+	RolloutRemoving = "removing"
+	// RolloutDone: only the new containers are left.
+	RolloutDone = "done"
+)
+
+// Rollout records one service's start-first rollout.
+type Rollout struct {
+	Service string `json:"service"`
+	// Old are the IDs of the service's containers before the rollout.
+	Old []string `json:"old"`
+	// New are the IDs of the containers the rollout started, once known.
+	New []string `json:"new,omitempty"`
+	// Networks are what each old container was on, by ID, once taken off.
+	Networks map[string][]berth.NetworkAttachment `json:"networks,omitempty"`
+	Phase    string                               `json:"phase"`
 }
 
 // Current is the step in progress, or "" when every step is done.

@@ -176,6 +176,24 @@ steps:     lock → backup → sync → up → verify
 		t.Errorf("deploy plan:\n%s\nwant:\n%s", b.String(), want)
 	}
 
+	// How each service is replaced.
+	b.Reset()
+	renderPlan(&b, "deploy", []byte(`{"strategy":"copy","files":{"modified":1,"modified_paths":["version.txt"]},"needs_build":true,
+	  "rollout":{"start_first":["web"],"recreate":["proxy"],"refused":[{"service":"db","reason":"publishes the fixed host port 5432"}],"one_shots":["migrate"]},
+	  "steps":["lock","backup","sync","build","up","verify"]}`), style{loc: time.UTC})
+	want = `files:     0 added, 1 modified, 0 deleted
+  ~ version.txt
+build:     yes, the images are built
+start-first: web (new containers start beside the old; no downtime)
+recreate:  proxy (stopped, then started, when changed)
+! db is recreated, not start-first: publishes the fixed host port 5432
+one-shots: migrate run once, before the switch; a rollback does not undo them
+steps:     lock → backup → sync → build → up → verify
+`
+	if b.String() != want {
+		t.Errorf("deploy plan with a rollout:\n%s\nwant:\n%s", b.String(), want)
+	}
+
 	b.Reset()
 	renderPlan(&b, "rollback", []byte(`{"undo":[{"id":"r2","user":"cli:bob","created_at":"2026-01-02T10:00:00Z","added":1}],
 	  "target":"","target_note":"the files and images production had before the oldest kept release",

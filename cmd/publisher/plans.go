@@ -149,6 +149,44 @@ type deployPlan struct {
 	NeedsBuild        bool              `json:"needs_build"`
 	Steps             []string          `json:"steps"`
 	Images            map[string]string `json:"images"`
+	Rollout           *rolloutPlan      `json:"rollout"`
+}
+
+// rolloutPlan is handlers.RolloutPlan.
+type rolloutPlan struct {
+	StartFirst []string `json:"start_first"`
+	Recreate   []string `json:"recreate"`
+	Refused    []struct {
+		Service string `json:"service"`
+		Reason  string `json:"reason"`
+	} `json:"refused"`
+	OneShots []string `json:"one_shots"`
+}
+
+// writeRollout prints how the services are replaced.
+func writeRollout(b *strings.Builder, r *rolloutPlan, color bool) {
+	if r == nil {
+		return
+	}
+	list := func(names []string) string {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = clean(n)
+		}
+		return strings.Join(out, ", ")
+	}
+	if len(r.StartFirst) > 0 {
+		fmt.Fprintf(b, "start-first: %s (new containers start beside the old; no downtime)\n", list(r.StartFirst))
+	}
+	if len(r.Recreate) > 0 {
+		fmt.Fprintf(b, "recreate:  %s (stopped, then started, when changed)\n", list(r.Recreate))
+	}
+	for _, x := range r.Refused {
+		b.WriteString(paint(color, ansiYellow, fmt.Sprintf("! %s is recreated, not start-first: %s", clean(x.Service), clean(x.Reason))) + "\n")
+	}
+	if len(r.OneShots) > 0 {
+		fmt.Fprintf(b, "one-shots: %s run once, before the switch; a rollback does not undo them\n", list(r.OneShots))
+	}
 }
 
 func deployPlanText(b *strings.Builder, data []byte, st style) error {
@@ -189,6 +227,7 @@ func deployPlanText(b *strings.Builder, data []byte, st style) error {
 	} else {
 		b.WriteString("build:     no\n")
 	}
+	writeRollout(b, p.Rollout, c)
 	writeSteps(b, p.Steps)
 	return nil
 }

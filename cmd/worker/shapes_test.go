@@ -294,7 +294,16 @@ func checkSettled(t *testing.T, h *harness, d *deployable, project string) {
 		t.Fatal(err)
 	}
 	for svc, cs := range containersOf(t, d.sample.Project) {
+		if svc == "proxy" {
+			continue // the proxy fixture's own image
+		}
+		if d.sample.Fixture == testenv.ProxyFixture && len(cs) != 1 {
+			t.Fatalf("%s has %d containers, not the 1 it is scaled to", svc, len(cs))
+		}
 		for _, c := range cs {
+			if d.sample.Fixture == testenv.ProxyFixture && c.State != "running" {
+				t.Fatalf("%s container %s is %s", svc, c.ID[:12], c.State)
+			}
 			if c.ImageID != img.ID {
 				t.Fatalf("%s runs image %s, but %s-app:latest is %s", svc, c.ImageID, d.sample.Project, img.ID)
 			}

@@ -145,7 +145,13 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 	for _, f := range append(slices.Clone(fx.files), fx.copy...) {
 		copyFile(t, filepath.Join(root, fx.dir, f), filepath.Join(s.Dir, f), 0o644)
 	}
-	copyFile(t, bin, filepath.Join(s.Dir, "app"), 0o755)
+	bins := fx.binaries
+	if len(bins) == 0 {
+		bins = []string{"app"}
+	}
+	for _, b := range bins {
+		copyFile(t, bin, filepath.Join(s.Dir, filepath.FromSlash(b)), 0o755)
+	}
 	for _, p := range fx.prodOnly {
 		path := filepath.Join(s.Dir, filepath.FromSlash(p.path))
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -162,6 +168,14 @@ func SampleApp(t testing.TB, opts ...SampleOption) *Sample {
 	}
 
 	t.Cleanup(func() { s.cleanup(t) })
+	for dir, suffix := range fx.prebuilt {
+		bctx, cancel := context.WithTimeout(t.Context(), upTimeout)
+		out, err := exec.CommandContext(bctx, "docker", "build", "-q", "-t", s.Project+"-"+suffix+":latest", filepath.Join(s.Dir, dir)).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("build %s of %s: %v\n%s", dir, s.Fixture, err, out)
+		}
+	}
 	if cfg.noUp {
 		return s
 	}
@@ -396,6 +410,9 @@ func copyFile(t testing.TB, from, to string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,13 @@ const (
 	// /data by web, migrate and seed. SampleApp also creates the
 	// production-only files (ProductionOnly) in its production directory.
 	RealFixture
+	// ProxyFixture is testdata/proxyapp, zero-downtime deploys: service
+	// web (healthcheck, no published port, deploy.update_config.order
+	// start-first, stop_grace_period 1s) behind service proxy (the app in
+	// proxy mode, its own image, publishing 8080 on an ephemeral
+	// 127.0.0.1 port), which resolves web through Docker's DNS for each
+	// request. HTTPService is proxy.
+	ProxyFixture
 )
 
 // fixtureSpec describes a fixture's files and services.
@@ -35,6 +42,15 @@ type fixtureSpec struct {
 	services []string
 	oneShots []string
 	volumes  []string
+	// binaries are where the app binary goes (default: app).
+	binaries []string
+	// prebuilt are images SampleApp builds once, before the first up, by
+	// build context (relative to the project directory) → image name
+	// suffix (<project>-<suffix>:latest): images a deploy does not
+	// rebuild, as a project's proxy image is.
+	prebuilt map[string]string
+	// httpService serves HTTP on 8080 (default: web).
+	httpService string
 	// prodOnly are files SampleApp writes into the production directory
 	// only (they are not in testdata), with their content.
 	prodOnly []prodFile
@@ -66,6 +82,16 @@ var fixtures = [...]fixtureSpec{
 			{"data/production.txt", "written in production; a deploy must keep it\n"},
 		},
 	},
+	ProxyFixture: {
+		name:        "proxyapp",
+		dir:         "testdata/proxyapp",
+		files:       []string{"compose.yml"},
+		copy:        []string{"Dockerfile", "version.txt", "proxy/Dockerfile"},
+		services:    []string{"proxy", "web"},
+		binaries:    []string{"app", "proxy/app"},
+		prebuilt:    map[string]string{"proxy": "proxy"},
+		httpService: "proxy",
+	},
 }
 
 func (f Fixture) spec() *fixtureSpec {
@@ -75,7 +101,7 @@ func (f Fixture) spec() *fixtureSpec {
 	return &fixtures[f]
 }
 
-// String returns the fixture's name: "sampleapp" or "realapp".
+// String returns the fixture's name: "sampleapp", "realapp" or "proxyapp".
 func (f Fixture) String() string {
 	if f < 0 || int(f) >= len(fixtures) {
 		return fmt.Sprintf("Fixture(%d)", int(f))
@@ -113,8 +139,14 @@ func (f Fixture) LongRunning() []string {
 // Docker volume is <project>_<name>).
 func (f Fixture) Volumes() []string { return slices.Clone(f.spec().volumes) }
 
-// HTTPService returns the service that serves HTTP: web, in both fixtures.
-func (f Fixture) HTTPService() string { return "web" }
+// HTTPService returns the service that serves HTTP: web, but proxy in
+// the proxy fixture.
+func (f Fixture) HTTPService() string {
+	if s := f.spec().httpService; s != "" {
+		return s
+	}
+	return "web"
+}
 
 // HTTPPort returns the container port HTTPService listens on, published on
 // an ephemeral 127.0.0.1 port.

@@ -10,6 +10,11 @@
 //	                 /data/migrations.log, exit 0
 //	app seed         one-shot: write the version to /data/seeded, exit 0
 //	app healthcheck  GET http://127.0.0.1:8080/health, exit 0 when it is 200
+//	app proxy        reverse proxy on :8080 to $PROXY_TARGET (host:port),
+//	                 resolving the host through Docker's DNS for every
+//	                 request, and retrying an idempotent request once on a
+//	                 connection error or a 1 s timeout, as proxies
+//	                 configured for start-first rollouts do
 //
 // The version is $VERSION, else the content of version.txt next to the
 // binary, else "unknown". FAIL_HEALTH=1 makes /health answer 500;
@@ -25,7 +30,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -63,6 +70,11 @@ func main() {
 			fmt.Fprintln(os.Stderr, "sampleapp:", err)
 			os.Exit(1)
 		}
+	case "proxy":
+		if err := proxy(ctx, os.Getenv("PROXY_TARGET")); err != nil {
+			fmt.Fprintln(os.Stderr, "sampleapp:", err)
+			os.Exit(1)
+		}
 	case "worker":
 		ticks(ctx, "tick")
 	case "migrate":
@@ -74,6 +86,49 @@ func main() {
 		os.Exit(2)
 	}
 	fmt.Fprintln(os.Stdout, "sampleapp stopping")
+}
+
+// proxy serves :8080 by forwarding each request to target over a new
+// connection (no keep-alive), so that each request resolves target's host
+// anew: once Docker's DNS stops returning a container, no request goes to
+// it. A GET or HEAD whose connection fails is sent once more.
+func proxy(ctx context.Context, target string) error {
+	if target == "" {
+		return errors.New("proxy: set PROXY_TARGET to host:port")
+	}
+	// Short upstream timeouts, as a proxy in front of rollouts needs: a
+	// request in flight to a container that was taken off the network
+	// gets no answer, and is sent again.
+	tr := &http.Transport{DisableKeepAlives: true, ResponseHeaderTimeout: time.Second,
+		DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
+	client := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var resp *http.Response
+		var err error
+		for try := 0; try < 2; try++ {
+			req, rerr := http.NewRequestWithContext(r.Context(), r.Method, "http://"+target+r.URL.RequestURI(), r.Body)
+			if rerr != nil {
+				http.Error(w, rerr.Error(), http.StatusBadRequest)
+				return
+			}
+			req.Header = r.Header.Clone()
+			if resp, err = client.Do(req); err == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+				break
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "proxy:", err)
+			http.Error(w, "bad gateway: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
+	return serveUntil(ctx, h)
 }
 
 // version returns $VERSION, else version.txt next to the binary.
@@ -233,9 +288,15 @@ func serve(ctx context.Context, v string) error {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, v)
 	})
+	return serveUntil(ctx, logRequests(mux))
+}
+
+// serveUntil serves h on :8080 until ctx ends, then shuts down gracefully:
+// the requests in flight finish.
+func serveUntil(ctx context.Context, h http.Handler) error {
 	srv := &http.Server{
 		Addr:              ":8080",
-		Handler:           logRequests(mux),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	errc := make(chan error, 1)
