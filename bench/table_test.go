@@ -103,6 +103,12 @@ func BenchmarkTable(b *testing.B) {
 			fmtDur(verify), float64(median(r[0])-verify)/float64(median(r[1]))))
 	}
 
+	progress("P9 start-first vs recreate, probed")
+	rt, sf, rc := e.rolloutCompare(b, rounds(5))
+	all = append(all, series{"P9 deploy, start-first", rt[0]}, series{"P9 deploy, recreate", rt[1]})
+	rows = append(rows, rolloutRow(rt, sf, rc))
+	notes = append(notes, rolloutNote(sf, rc))
+
 	progress("generating the deploy tree")
 	e.needTree()
 	progress("P3 deploy plan")

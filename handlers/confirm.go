@@ -25,6 +25,8 @@ type plan struct {
 	// state is what the run needs beyond the shown data (the full file
 	// plan of a deploy).
 	state any
+	// rolling are the services a restart rolls out start-first.
+	rolling []string
 }
 
 // mutation is one mutating action: how to plan it, and the operation

@@ -30,7 +30,7 @@ var restartOp = &operation{
 	name:      events.ActionRestart,
 	onFailure: finishSteps,
 	steps: []step{
-		{name: events.StepRestart, title: servicesTitle("restarting"), do: composeOnServices("restart"), resume: composeOnServices("start")},
+		{name: events.StepRestart, title: servicesTitle("restarting"), do: restartServices, resume: resumeRestart},
 		{name: events.StepVerify, title: verifyTitle, do: verifyServices},
 	},
 	finish: recordRestart,
@@ -42,6 +42,10 @@ type RestartArgs struct {
 	// Services to restart; default: the services meant to keep running
 	// (not the one-shots, nor a service whose container finished).
 	Services []string `json:"services,omitempty"`
+	// StartFirst replaces the containers of the services that declare
+	// start-first with new ones started beside them (a rollout), instead
+	// of restarting them: no downtime for those.
+	StartFirst bool `json:"start_first,omitempty"`
 }
 
 // RestartPlan is the plan of a restart.
@@ -53,6 +57,10 @@ type RestartPlan struct {
 	DowntimeEstimateS float64  `json:"downtime_estimate_s"`
 	EstimateSource    string   `json:"estimate_source"`
 	Steps             []string `json:"steps"`
+	// StartFirst are the services rolled out instead of restarted (with
+	// start_first), Refused those that asked for it but cannot.
+	StartFirst []string            `json:"start_first,omitempty"`
+	Refused    []StartFirstRefusal `json:"refused,omitempty"`
 }
 
 // RestartResult is the result data of a restart.
@@ -76,12 +84,31 @@ func (s *Service) planRestart(ctx context.Context, p *berth.Project, raw json.Ra
 	if err != nil {
 		return nil, err
 	}
-	_, services, err := s.serviceScope(ctx, p, a.Services, func(m *berth.ComposeModel) []string { return keptRunning(m, cs) })
+	model, services, err := s.serviceScope(ctx, p, a.Services, func(m *berth.ComposeModel) []string { return keptRunning(m, cs) })
 	if err != nil {
 		return nil, err
 	}
 	rp := &RestartPlan{Services: services, Steps: []string{events.StepLock, events.StepRestart, events.StepVerify}, Containers: []string{}}
 	h := sha256.New()
+	if a.StartFirst {
+		roll, refused := startFirst(p, model)
+		for _, svc := range services {
+			if slices.Contains(roll, svc) {
+				rp.StartFirst = append(rp.StartFirst, svc)
+			}
+		}
+		for _, r := range refused {
+			if slices.Contains(services, r.Service) {
+				rp.Refused = append(rp.Refused, r)
+			}
+		}
+		if len(rp.StartFirst) == 0 {
+			return nil, events.Errorf(events.CodeBadRequest, "none of %s rolls out start-first", strings.Join(services, ", ")).
+				With("refused", rp.Refused).
+				WithHint("declare deploy.update_config.order: start-first on the services (see docs/zero-downtime.md), or restart without start_first")
+		}
+		fmt.Fprintf(h, "start-first %s\n", strings.Join(rp.StartFirst, ","))
+	}
 	for _, c := range cs {
 		if slices.Contains(services, c.Service) {
 			rp.Containers = append(rp.Containers, c.Name)
@@ -93,13 +120,50 @@ func (s *Service) planRestart(ctx context.Context, p *berth.Project, raw json.Ra
 			WithHint("the services are not created: send start (or deploy) to create them")
 	}
 	rp.DowntimeEstimateS, rp.EstimateSource = s.restartEstimate(ctx, p.Name)
-	return &plan{Data: rp, Digest: hex.EncodeToString(h.Sum(nil)), state: services}, nil
+	return &plan{Data: rp, Digest: hex.EncodeToString(h.Sum(nil)), state: services, rolling: rp.StartFirst}, nil
+}
+
+// restartServices restarts the run's services: those the journal names
+// in Rolling roll out start-first, the others `docker compose restart`.
+func restartServices(ctx context.Context, r *opRun) error {
+	model, err := r.s.Engine.ComposeModel(ctx, r.spec())
+	if err != nil {
+		return err
+	}
+	r.model = model
+	var others []string
+	for _, svc := range r.j.Services {
+		if !slices.Contains(r.j.Rolling, svc) {
+			others = append(others, svc)
+		}
+	}
+	if len(others) > 0 {
+		if err := r.compose(ctx, events.StepRestart, events.CodeHealthFailed, append([]string{"restart"}, others...)...); err != nil {
+			return err
+		}
+	}
+	for _, svc := range dependencyOrder(model, r.j.Rolling) {
+		if err := r.rollOut(ctx, events.StepRestart, model, svc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resumeRestart finishes a restart a stopped worker left: its rollouts
+// end with one set of containers, then whatever is stopped starts.
+func resumeRestart(ctx context.Context, r *opRun) error {
+	if err := settleRollouts(ctx, r); err != nil {
+		return err
+	}
+	return composeOnServices("start")(ctx, r)
 }
 
 // beginServices puts the services a restart, start or stop acts on in
 // its journal.
 func beginServices(r *opRun, pl *plan) error {
 	r.j.Services = pl.state.([]string)
+	r.j.Rolling = pl.rolling
 	r.note("services", r.j.Services)
 	return nil
 }

@@ -259,9 +259,9 @@ func (r *opRun) wouldChange(ctx context.Context, svc string) (bool, error) {
 	return change, err
 }
 
-// rollService rolls svc out start-first; the journal records each phase.
+// rollService rolls svc out start-first when compose would change its
+// containers.
 func (r *opRun) rollService(ctx context.Context, step string, model *berth.ComposeModel, svc string) error {
-	s := r.s
 	change, err := r.wouldChange(ctx, svc)
 	if err != nil {
 		return err
@@ -270,6 +270,13 @@ func (r *opRun) rollService(ctx context.Context, step string, model *berth.Compo
 		r.progress(step, svc+": unchanged, not rolled out", -1, -1)
 		return nil
 	}
+	return r.rollOut(ctx, step, model, svc)
+}
+
+// rollOut replaces the containers of svc start-first; the journal records
+// each phase.
+func (r *opRun) rollOut(ctx context.Context, step string, model *berth.ComposeModel, svc string) error {
+	s := r.s
 	cs, err := s.Engine.Containers(ctx, r.project().ComposeProject)
 	if err != nil {
 		return err
@@ -332,12 +339,14 @@ func (r *opRun) rollService(ctx context.Context, step string, model *berth.Compo
 			return err
 		}
 	}
-	drain := r.drain(model, svc)
-	r.progress(step, fmt.Sprintf("%s: old containers off the networks, draining %s", svc, drain), -1, -1)
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(drain):
+	if len(old) > 0 {
+		drain := r.drain(model, svc)
+		r.progress(step, fmt.Sprintf("%s: old containers off the networks, draining %s", svc, drain), -1, -1)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(drain):
+		}
 	}
 	ro.Phase = state.RolloutRemoving
 	if err := r.saveJournal(); err != nil {

@@ -165,6 +165,8 @@ type Journal struct {
 	Release  string   `json:"release,omitempty"`
 	Releases []string `json:"releases,omitempty"`
 	Services []string `json:"services,omitempty"`
+	// Rolling are the services a restart rolls out start-first.
+	Rolling []string `json:"rolling,omitempty"`
 	// LockOwner is the owner of the project lock the operation holds.
 	LockOwner string    `json:"lock_owner"`
 	StartedAt time.Time `json:"started_at"`

@@ -21,7 +21,7 @@ var actionArgKeys = map[string][]string{
 	events.ActionStatus:       {"refresh"},
 	events.ActionLogs:         {"service", "tail", "since", "until", "timestamps", "grep", "follow_s"},
 	events.ActionHistory:      {"limit"},
-	events.ActionRestart:      {"services"},
+	events.ActionRestart:      {"services", "start_first"},
 	events.ActionDeploy:       {"workspace"},
 	events.ActionRollback:     {"to"},
 	events.ActionReleases:     nil,

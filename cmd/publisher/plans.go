@@ -369,6 +369,7 @@ type restartPlan struct {
 	DowntimeEstimateS float64  `json:"downtime_estimate_s"`
 	EstimateSource    string   `json:"estimate_source"`
 	Steps             []string `json:"steps"`
+	StartFirst        []string `json:"start_first"`
 }
 
 func restartPlanText(b *strings.Builder, data []byte, st style) error {
@@ -386,7 +387,14 @@ func restartPlanText(b *strings.Builder, data []byte, st style) error {
 	if src != "" {
 		src = " (" + src + ")"
 	}
-	fmt.Fprintf(b, "downtime:  about %s%s\n", d, src)
+	if len(p.StartFirst) > 0 {
+		fmt.Fprintf(b, "start-first: %s (new containers replace the running ones; no downtime)\n", joinClean(p.StartFirst))
+		if len(p.StartFirst) < len(p.Services) {
+			fmt.Fprintf(b, "downtime:  about %s%s for the others\n", d, src)
+		}
+	} else {
+		fmt.Fprintf(b, "downtime:  about %s%s\n", d, src)
+	}
 	writeSteps(b, p.Steps)
 	return nil
 }

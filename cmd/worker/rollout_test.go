@@ -113,6 +113,25 @@ func TestStartFirstRollouts(t *testing.T) {
 		t.Fatal("the proxy was recreated")
 	}
 
+	// A restart asked to roll out start-first replaces web's container.
+	before := ids("web")
+	cd, _ = plan(t, h, "po", events.ActionRestart, "test:alice", map[string]any{"services": []string{"web"}, "start_first": true})
+	raw, _ = json.Marshal(cd.Plan)
+	var rp handlers.RestartPlan
+	if err := json.Unmarshal(raw, &rp); err != nil || !slices.Equal(rp.StartFirst, []string{"web"}) {
+		t.Fatalf("the restart plan: %s, %v", raw, err)
+	}
+	res, _ = confirm(t, h, "po", events.ActionRestart, "test:alice", cd.Token)
+	mustOK(t, res)
+	if got := ids("web"); len(got) != 1 || slices.Equal(got, before) {
+		t.Fatalf("web runs %v after a start-first restart, %v before", got, before)
+	}
+	// A service that cannot roll out is refused, with why.
+	res, _ = h.send("po", events.ActionRestart, events.Command{User: "test:alice", Args: args(t, map[string]any{"services": []string{"proxy"}, "start_first": true})})
+	if errCode(res) != "bad_request" {
+		t.Fatalf("a start-first restart of proxy: %+v", res.Error)
+	}
+
 	r := probe.Stop()
 	t.Logf("probe: %d requests, %d failed, served %v", r.Sent, r.Failed, r.Bodies)
 	if r.Failed > 0 {
