@@ -82,6 +82,8 @@ type DeployResult struct {
 	Message  string               `json:"message,omitempty"`
 	Files    filesync.PlanSummary `json:"files"`
 	Services []ServiceHealth      `json:"services,omitempty"`
+	// Rollouts are the services rolled out start-first.
+	Rollouts []RolloutResult `json:"rollouts,omitempty"`
 	// NotUp lists the services that are not up, when nothing was
 	// deployed (start brings them up).
 	NotUp   []string         `json:"not_up,omitempty"`
@@ -559,7 +561,7 @@ func recordRelease(ctx context.Context, r *opRun) (any, error) {
 	s.syncServices(ctx, p, r.model)
 	s.pruneReleases(ctx, p)
 	r.note("steps_ms", rel.Steps)
-	return &DeployResult{Release: rel.ID, Changed: true, Files: rel.Files, Services: r.health, StepsMS: rel.Steps}, nil
+	return &DeployResult{Release: rel.ID, Changed: true, Files: rel.Files, Services: r.health, StepsMS: rel.Steps, Rollouts: r.rolledOut}, nil
 }
 
 func deployFailure(r *opRun) any {

@@ -108,6 +108,8 @@ type opRun struct {
 	failure *FailureDetails
 	// output is the tail of Compose's output of a failed step.
 	output []string
+	// rolledOut are the start-first rollouts the run finished.
+	rolledOut []RolloutResult
 	// downtime is what a restart or stop measured.
 	downtime time.Duration
 	// handedOff is set when the run's undo could not finish and was

@@ -69,6 +69,10 @@ type RestartResult struct {
 	// DowntimeS is the measured time from the restart until every service
 	// was up again.
 	DowntimeS float64 `json:"downtime_s"`
+	// Rollouts are the services rolled out start-first (with
+	// start_first); the downtime is then the others', measured over the
+	// whole step (an upper bound).
+	Rollouts []RolloutResult `json:"rollouts,omitempty"`
 }
 
 // defaultRestartEstimate is the downtime stated before any restart of the
@@ -203,9 +207,14 @@ func verifyServices(ctx context.Context, r *opRun) error {
 }
 
 func recordRestart(ctx context.Context, r *opRun) (any, error) {
+	if len(r.j.Rolling) == len(r.j.Services) {
+		// Every service rolled out: nothing was down, and nothing was
+		// measured for the estimate of the next restart.
+		return &RestartResult{Services: r.health, Rollouts: r.rolledOut}, nil
+	}
 	down := time.Duration(r.j.StepsMS[events.StepRestart]+r.j.StepsMS[events.StepVerify]) * time.Millisecond
 	r.note("downtime_s", down.Seconds())
-	return &RestartResult{Services: r.health, DowntimeS: down.Seconds()}, nil
+	return &RestartResult{Services: r.health, DowntimeS: down.Seconds(), Rollouts: r.rolledOut}, nil
 }
 
 // serviceScope reads the compose model and checks the services a command

@@ -55,6 +55,8 @@ type RollbackResult struct {
 	Reverted []string        `json:"reverted"`
 	Target   string          `json:"target"`
 	Services []ServiceHealth `json:"services,omitempty"`
+	// Rollouts are the services rolled out start-first.
+	Rollouts []RolloutResult `json:"rollouts,omitempty"`
 }
 
 // Rollback returns production to an earlier release after confirmation:
@@ -142,7 +144,7 @@ func recordRollback(ctx context.Context, r *opRun) (any, error) {
 			}
 		}
 	}
-	return &RollbackResult{Reverted: r.j.Releases, Target: target, Services: r.health}, nil
+	return &RollbackResult{Reverted: r.j.Releases, Target: target, Services: r.health, Rollouts: r.rolledOut}, nil
 }
 
 // OpFailure is the data of a failed restart, start, stop or rollback:

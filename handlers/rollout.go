@@ -43,6 +43,17 @@ type RolloutPlan struct {
 	OneShots []string `json:"one_shots,omitempty"`
 }
 
+// RolloutResult is one service's start-first rollout in a result.
+type RolloutResult struct {
+	Service string `json:"service"`
+	// Replaced is how many old containers the new ones replaced.
+	Replaced int `json:"replaced"`
+	// ReadyAfterMS is from the start of the rollout until the new
+	// containers were up; TotalMS until the old ones were removed.
+	ReadyAfterMS int64 `json:"ready_after_ms"`
+	TotalMS      int64 `json:"total_ms"`
+}
+
 // startFirst sorts the services of model that ask for start-first into
 // those that roll out so and those that cannot, with why.
 func startFirst(p *berth.Project, model *berth.ComposeModel) (roll []string, refused []StartFirstRefusal) {
@@ -319,7 +330,8 @@ func (r *opRun) rollOut(ctx context.Context, step string, model *berth.ComposeMo
 		}
 		return err
 	}
-	r.progress(step, fmt.Sprintf("%s: %s ready after %d ms", svc, countOf(len(ro.New), "new container"), s.Now().Sub(begin).Milliseconds()), -1, -1)
+	readyAfter := s.Now().Sub(begin).Milliseconds()
+	r.progress(step, fmt.Sprintf("%s: %s ready after %d ms", svc, countOf(len(ro.New), "new container"), readyAfter), -1, -1)
 	r.s.pause(ctx, "rollout") // the crash tests' hook: both releases run
 
 	// Take the old ones out of name resolution, then drain.
@@ -355,7 +367,9 @@ func (r *opRun) rollOut(ctx context.Context, step string, model *berth.ComposeMo
 	if err := r.removeOld(ctx, model, ro); err != nil {
 		return err
 	}
-	r.progress(step, fmt.Sprintf("%s: %s removed; rolled out in %d ms", svc, countOf(len(old), "old container"), s.Now().Sub(begin).Milliseconds()), -1, -1)
+	total := s.Now().Sub(begin).Milliseconds()
+	r.progress(step, fmt.Sprintf("%s: %s removed; rolled out in %d ms", svc, countOf(len(old), "old container"), total), -1, -1)
+	r.rolledOut = append(r.rolledOut, RolloutResult{Service: svc, Replaced: len(old), ReadyAfterMS: readyAfter, TotalMS: total})
 	return nil
 }
 

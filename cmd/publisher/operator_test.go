@@ -272,3 +272,24 @@ func TestGoldenHostile(t *testing.T) {
 		}
 	}
 }
+
+// TestRolloutResultText: results name the start-first rollouts, and a
+// restart that rolled out every service says nothing was down.
+func TestRolloutResultText(t *testing.T) {
+	var b strings.Builder
+	if err := resultText(&b, "restart", []byte(`{"services":[{"service":"web","state":"running","health":"healthy","ready_by":"healthy","ready_after_ms":2000}],
+	  "downtime_s":0,"rollouts":[{"service":"web","replaced":1,"ready_after_ms":2267,"total_ms":3473}]}`), style{}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.Contains(out, "down for") || !strings.Contains(out, "start-first: web, 1 replaced, new ready after 2.3s, old removed after 3.5s") {
+		t.Errorf("restart result:\n%s", out)
+	}
+	b.Reset()
+	if err := resultText(&b, "deploy", []byte(`{"release":"r1","changed":true,"files":{"modified":1},"rollouts":[{"service":"web","replaced":2,"ready_after_ms":900,"total_ms":1900}]}`), style{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "start-first: web, 2 replaced") {
+		t.Errorf("deploy result:\n%s", b.String())
+	}
+}

@@ -100,6 +100,22 @@ type serviceHealth struct {
 	ReadyAfterMS int64  `json:"ready_after_ms"`
 }
 
+// rolloutResult is a start-first rollout (handlers.RolloutResult).
+type rolloutResult struct {
+	Service      string `json:"service"`
+	Replaced     int    `json:"replaced"`
+	ReadyAfterMS int64  `json:"ready_after_ms"`
+	TotalMS      int64  `json:"total_ms"`
+}
+
+// writeRollouts prints the start-first rollouts of a result.
+func writeRollouts(b *strings.Builder, rs []rolloutResult) {
+	for _, r := range rs {
+		fmt.Fprintf(b, "start-first: %s, %d replaced, new ready after %s, old removed after %s\n", clean(r.Service), r.Replaced,
+			formatDuration(time.Duration(r.ReadyAfterMS)*time.Millisecond), formatDuration(time.Duration(r.TotalMS)*time.Millisecond))
+	}
+}
+
 // failureDetails say why a service failed (handlers.FailureDetails).
 type failureDetails struct {
 	Service   string   `json:"service"`
@@ -120,6 +136,7 @@ type mutationData struct {
 	Message         string           `json:"message"`
 	Files           *fileSummary     `json:"files"`
 	Services        []serviceHealth  `json:"services"`
+	Rollouts        []rolloutResult  `json:"rollouts"`
 	NotUp           []string         `json:"not_up"`
 	StepsMS         map[string]int64 `json:"steps_ms"`
 	RolledBack      bool             `json:"rolled_back"`
@@ -150,6 +167,7 @@ func deployResultText(b *strings.Builder, data []byte, st style) error {
 		fmt.Fprintf(b, "files:     %d added, %d modified, %d deleted\n", f.Added, f.Modified, f.Deleted)
 	}
 	writeStepTimes(b, events.ActionDeploy, d.StepsMS, "", st)
+	writeRollouts(b, d.Rollouts)
 	writeServices(b, d.Services, st)
 	return nil
 }
@@ -369,16 +387,22 @@ func restartResultText(b *strings.Builder, data []byte, st style) error {
 	var d struct {
 		Services  []serviceHealth `json:"services"`
 		DowntimeS float64         `json:"downtime_s"`
+		Rollouts  []rolloutResult `json:"rollouts"`
 	}
 	if err := decodeTolerant(data, &d); err != nil {
 		return err
 	}
-	names := make([]string, len(d.Services))
-	for i, s := range d.Services {
-		names[i] = s.Service
+	var names []string
+	for _, s := range d.Services {
+		if !slices.ContainsFunc(d.Rollouts, func(r rolloutResult) bool { return r.Service == s.Service }) {
+			names = append(names, s.Service)
+		}
 	}
-	fmt.Fprintf(b, "restarted %s; down for %s\n", joinClean(names),
-		formatDuration(time.Duration(d.DowntimeS*float64(time.Second)).Round(10*time.Millisecond)))
+	if len(names) > 0 {
+		fmt.Fprintf(b, "restarted %s; down for %s\n", joinClean(names),
+			formatDuration(time.Duration(d.DowntimeS*float64(time.Second)).Round(10*time.Millisecond)))
+	}
+	writeRollouts(b, d.Rollouts)
 	writeServices(b, d.Services, st)
 	return nil
 }
@@ -388,6 +412,7 @@ func rollbackResultText(b *strings.Builder, data []byte, st style) error {
 		Reverted []string        `json:"reverted"`
 		Target   string          `json:"target"`
 		Services []serviceHealth `json:"services"`
+		Rollouts []rolloutResult `json:"rollouts"`
 	}
 	if err := decodeTolerant(data, &d); err != nil {
 		return err
@@ -398,6 +423,7 @@ func rollbackResultText(b *strings.Builder, data []byte, st style) error {
 	} else {
 		b.WriteString("live:      the state before the oldest kept release\n")
 	}
+	writeRollouts(b, d.Rollouts)
 	writeServices(b, d.Services, st)
 	return nil
 }

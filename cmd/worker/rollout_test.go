@@ -48,6 +48,10 @@ func TestStartFirstRollouts(t *testing.T) {
 	old := ids("web")
 	res, evs := confirm(t, h, "po", events.ActionDeploy, "test:alice", cd.Token)
 	mustOK(t, res)
+	if dr := decodeData[handlers.DeployResult](t, res); len(dr.Rollouts) != 1 || dr.Rollouts[0].Service != "web" || dr.Rollouts[0].Replaced != 1 ||
+		dr.Rollouts[0].ReadyAfterMS <= 0 || dr.Rollouts[0].TotalMS < dr.Rollouts[0].ReadyAfterMS {
+		t.Fatalf("the deploy result's rollouts: %+v", dr.Rollouts)
+	}
 	if v := d.sample.Served(t); v != "2.0.0" {
 		t.Fatalf("serving %q after deploying 2.0.0", v)
 	}
@@ -123,6 +127,9 @@ func TestStartFirstRollouts(t *testing.T) {
 	}
 	res, _ = confirm(t, h, "po", events.ActionRestart, "test:alice", cd.Token)
 	mustOK(t, res)
+	if rr := decodeData[handlers.RestartResult](t, res); len(rr.Rollouts) != 1 || rr.DowntimeS != 0 {
+		t.Fatalf("the restart result: %+v", rr)
+	}
 	if got := ids("web"); len(got) != 1 || slices.Equal(got, before) {
 		t.Fatalf("web runs %v after a start-first restart, %v before", got, before)
 	}
