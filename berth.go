@@ -60,6 +60,11 @@ type Project struct {
 	Roles map[string]string `json:"roles,omitempty"`
 	// AnonymousViewers lets any user read the project (viewer actions).
 	AnonymousViewers bool `json:"anonymous_viewers,omitempty"`
+	// Host is the worker host whose Docker Engine runs the project: only
+	// that host's worker executes its commands and answers its queries.
+	// Empty in configurations stored before fleets: the worker that takes
+	// the command runs it.
+	Host string `json:"host,omitempty"`
 	// CreatedAt and UpdatedAt are set by config.set.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -231,4 +236,33 @@ type Store interface {
 	AppendHistory(ctx context.Context, project string, e *HistoryEntry) error
 	// History returns the newest n entries, newest first.
 	History(ctx context.Context, project string, n int) ([]HistoryEntry, error)
+}
+
+// WorkerInfo is what a worker of a fleet says of itself: it is refreshed
+// every heartbeat, and kept when the worker stops, so the fleet can say
+// when a host was last seen.
+type WorkerInfo struct {
+	// Host names the Docker host the worker runs on (its --host).
+	Host string `json:"host"`
+	// Worker is the worker process: host name and pid.
+	Worker  string `json:"worker"`
+	Version string `json:"version"`
+	// StartedAt is when the worker started; LastSeen its latest heartbeat.
+	StartedAt time.Time `json:"started_at"`
+	LastSeen  time.Time `json:"last_seen"`
+	// HeartbeatS is the heartbeat interval in seconds: a worker silent for
+	// three of them counts as down.
+	HeartbeatS int `json:"heartbeat_s"`
+	// StoppedAt is set when the worker stopped cleanly.
+	StoppedAt *time.Time `json:"stopped_at,omitempty"`
+}
+
+// Alive reports whether the worker was heard from within three heartbeats
+// of now and has not stopped.
+func (w WorkerInfo) Alive(now time.Time) bool {
+	if w.StoppedAt != nil {
+		return false
+	}
+	hb := time.Duration(max(w.HeartbeatS, 1)) * time.Second
+	return now.Sub(w.LastSeen) <= 3*hb
 }

@@ -25,6 +25,8 @@ const (
 	CodeBuildFailed          Code = "build_failed"
 	CodeHealthFailed         Code = "health_failed"
 	CodeInternal             Code = "internal"
+	// CodeUnavailable: the project's host has no worker answering.
+	CodeUnavailable Code = "unavailable"
 )
 
 // Codes lists every error code.
@@ -33,7 +35,7 @@ func Codes() []Code {
 		CodeBadRequest, CodeUnauthorized, CodeForbidden, CodeNotFound, CodeConflict,
 		CodeConfirmationRequired, CodeConfirmationInvalid, CodeConfirmationExpired,
 		CodePlanChanged, CodeDockerUnavailable, CodeStoreUnavailable, CodeTimeout,
-		CodeBuildFailed, CodeHealthFailed, CodeInternal,
+		CodeBuildFailed, CodeHealthFailed, CodeInternal, CodeUnavailable,
 	}
 }
 

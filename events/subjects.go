@@ -26,12 +26,14 @@ const (
 	ActionStop         = "stop"
 	ActionHistory      = "history"
 	ActionReleases     = "releases"
+	ActionMove         = "move"
 )
 
 // Actions lists every known action in a stable order.
 var actions = []string{
 	ActionConfigSet, ActionConfigGet, ActionConfigDelete,
 	ActionStatus, ActionLogs, ActionRestart, ActionDeploy, ActionRollback, ActionStart, ActionStop, ActionHistory, ActionReleases,
+	ActionMove,
 }
 
 // FastActions are the read-only actions served by the fast consumer, so a
@@ -102,6 +104,51 @@ func NewSubjects(prefix string) Subjects {
 // Command is the subject a command for project and action is published on.
 func (s Subjects) Command(project, action string) string {
 	return s.Prefix + ".cmd." + project + "." + action
+}
+
+// HostCommand is the subject a command for project and action is routed
+// to when host's worker runs it: <prefix>.host.<host>.cmd.<project>.<action>.
+// Only workers publish there.
+func (s Subjects) HostCommand(host, project, action string) string {
+	return s.Prefix + ".host." + host + ".cmd." + project + "." + action
+}
+
+// HostCommandFilter matches action for every project routed to host.
+func (s Subjects) HostCommandFilter(host, action string) string {
+	return s.Prefix + ".host." + host + ".cmd.*." + action
+}
+
+// AllHostCommands matches every routed command of every host.
+func (s Subjects) AllHostCommands() string { return s.Prefix + ".host.>" }
+
+// ParseHostCommand splits <prefix>.host.<host>.cmd.<project>.<action>.
+func (s Subjects) ParseHostCommand(subject string) (host, project, action string, err error) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".host.")
+	parts := strings.Split(rest, ".")
+	if !ok || len(parts) != 4 || parts[1] != "cmd" || parts[0] == "" || parts[2] == "" || parts[3] == "" {
+		return "", "", "", fmt.Errorf("subject %q is not a routed command subject (%s.host.<host>.cmd.<project>.<action>)", subject, s.Prefix)
+	}
+	return parts[0], parts[2], parts[3], nil
+}
+
+// HostQuery is the subject a query of project is forwarded to when
+// host's worker answers it: <prefix>.hq.<host>.<project>.<endpoint>.
+func (s Subjects) HostQuery(host, project, endpoint string) string {
+	return s.Prefix + ".hq." + host + "." + project + "." + endpoint
+}
+
+// ValidHost reports whether h can name a worker host: it is a subject
+// token and a consumer name, so letters, digits, '-' and '_', at most 63.
+func ValidHost(h string) bool {
+	if h == "" || len(h) > 63 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // CommandFilter is the filter matching action for every project.

@@ -39,7 +39,7 @@ func (s *Service) ConfigDelete(ctx context.Context, req *Request, rep Reporter) 
 // configDeleteMutation is a confirmed config.delete: one write to the
 // store, so it needs no journal.
 var configDeleteMutation = &mutation{confirm: true, plan: (*Service).planConfigDelete,
-	apply: func(s *Service, ctx context.Context, p *berth.Project) (any, error) {
+	apply: func(s *Service, ctx context.Context, p *berth.Project, _ *plan) (any, error) {
 		return s.deleteConfig(ctx, p.Name)
 	}}
 

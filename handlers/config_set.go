@@ -48,6 +48,10 @@ type ConfigSetArgs struct {
 	// ComposePolicy is "warn" (default) or "refuse": what a deploy does
 	// with compose changes that widen a service's reach over the host.
 	ComposePolicy string `json:"compose_policy,omitempty"`
+	// Host is the worker host that runs the project, in a fleet: required
+	// for a new project when several workers are alive; a project's host
+	// changes only by move.
+	Host string `json:"host,omitempty"`
 }
 
 // MaxStabilizeS bounds a project's stabilize_s (10 minutes).
@@ -157,6 +161,10 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 				WithHint("ask a global admin (the worker's --admins) to change them, or leave them as they are")
 		}
 	}
+	host, err := s.hostFor(ctx, req.Project, old, a.Host)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.refuseWhileLocked(ctx, req.Project); err != nil {
 		return nil, err
 	}
@@ -186,7 +194,7 @@ func (s *Service) ConfigSet(ctx context.Context, req *Request, _ Reporter) (any,
 		ComposeProject: a.ComposeProject, ComposeFiles: files,
 		Services: services, PrimaryService: primary, Strategy: a.Strategy, RequireSecondApprover: a.RequireSecondApprover,
 		ComposePolicy: a.ComposePolicy, StabilizeS: a.StabilizeS, Roles: a.Roles, AnonymousViewers: a.AnonymousViewers,
-		DrainS: a.DrainS, StartFirstWithVolumes: a.StartFirstWithVolumes,
+		DrainS: a.DrainS, StartFirstWithVolumes: a.StartFirstWithVolumes, Host: host,
 		CreatedAt: now, UpdatedAt: now, UpdatedBy: req.User,
 	}
 	if old != nil {
@@ -296,7 +304,7 @@ func (s *Service) keepConfigCopy(ctx context.Context, p *berth.Project) {
 	args := ConfigSetArgs{Workspace: p.Workspace, Workspaces: p.Workspaces, Production: p.Production, ComposeProject: p.ComposeProject,
 		ComposeFiles: p.ComposeFiles, PrimaryService: p.PrimaryService, Strategy: p.Strategy, RequireSecondApprover: p.RequireSecondApprover,
 		StabilizeS: p.StabilizeS, Roles: p.Roles, AnonymousViewers: p.AnonymousViewers, ComposePolicy: p.ComposePolicy,
-		DrainS: p.DrainS, StartFirstWithVolumes: p.StartFirstWithVolumes}
+		DrainS: p.DrainS, StartFirstWithVolumes: p.StartFirstWithVolumes, Host: p.Host}
 	b, err := json.MarshalIndent(args, "", "  ")
 	if err == nil {
 		err = s.State.SaveProjectConfig(p.Name, b)

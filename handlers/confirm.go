@@ -46,7 +46,11 @@ type mutation struct {
 	begin func(r *opRun, pl *plan) error
 	// apply replaces op for a mutation that is one write to the store
 	// (config.delete): nothing to journal or recover.
-	apply func(s *Service, ctx context.Context, p *berth.Project) (any, error)
+	apply func(s *Service, ctx context.Context, p *berth.Project, pl *plan) (any, error)
+	// anywhere: the mutation changes only the store, so any worker of the
+	// fleet may run it, and the project's directories need not be here
+	// (move).
+	anywhere bool
 }
 
 // ConfirmationData is the data of a confirmation_required or plan_changed
@@ -74,8 +78,10 @@ func (s *Service) mutate(ctx context.Context, req *Request, rep Reporter, m *mut
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkPlacement(p); err != nil {
-		return nil, err
+	if !m.anywhere {
+		if err := s.checkPlacement(p); err != nil {
+			return nil, err
+		}
 	}
 	args := req.Args
 	var c *berth.Confirmation
@@ -126,6 +132,11 @@ func (s *Service) mutate(ctx context.Context, req *Request, rep Reporter, m *mut
 	defer s.ops.release(p.Production)
 	lockCtx, stop := s.holdLock(ctx, p.Name, owner)
 	defer stop()
+	if !m.anywhere {
+		if err := s.stillOwned(lockCtx, p.Name); err != nil {
+			return nil, err
+		}
+	}
 	if c != nil {
 		taken, err := s.Confirms.TakeConfirmation(ctx, c)
 		if err != nil {
@@ -159,7 +170,7 @@ func (s *Service) mutate(ctx context.Context, req *Request, rep Reporter, m *mut
 		}
 	}
 	if m.apply != nil {
-		return m.apply(s, lockCtx, p)
+		return m.apply(s, lockCtx, p, pl)
 	}
 	user := req.User
 	if c != nil {

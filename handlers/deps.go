@@ -110,6 +110,13 @@ type Service struct {
 	// Redactor masks secrets in log lines and command output; nil passes
 	// text through.
 	Redactor *redact.Filter
+	// Host is the host this worker runs on, in a fleet (fleet.go); Fleet
+	// lists the fleet's workers. Without Host, the worker runs whatever
+	// it takes.
+	Host  string
+	Fleet Fleet
+	// routes caches which host runs each project.
+	routes routeCache
 
 	env envSecrets
 	// known holds the project configurations last read from the store,
@@ -170,6 +177,9 @@ func (s *Service) Register(m *Mux) {
 	m.Handle(events.ActionStatus, HandlerFunc(s.Status))
 	m.Handle(events.ActionLogs, HandlerFunc(s.Logs))
 	m.Handle(events.ActionHistory, HandlerFunc(s.History))
+	if s.Confirms != nil && s.Locks != nil {
+		m.Handle(events.ActionMove, HandlerFunc(s.Move))
+	}
 	if s.State != nil {
 		m.Handle(events.ActionReleases, HandlerFunc(s.Releases))
 	}

@@ -59,6 +59,13 @@ type Config struct {
 	QueueGroup string
 	// Metadata is added to the service's metadata (the worker's id).
 	Metadata map[string]string
+	// Host, in a fleet, is this worker's host: a query of a project that
+	// lives on another host is forwarded to that host's worker
+	// (<prefix>.hq.<host>.<project>.<endpoint>), and this worker answers
+	// the queries forwarded to Host. Fleet lists the workers (for the
+	// fleet endpoint, and to say when a silent host was last seen).
+	Host  string
+	Fleet handlers.Fleet
 }
 
 // Server is the running query service.
@@ -114,14 +121,7 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("query service: %w", err)
 	}
 	s.svc = svc
-	svcs := cfg.Service
-	for _, ep := range []endpoint{
-		{EndpointStatus, events.ActionStatus, svcs.Status},
-		{EndpointLogs, events.ActionLogs, svcs.Logs},
-		{EndpointConfig, events.ActionConfigGet, svcs.ConfigGet},
-		{EndpointHistory, events.ActionHistory, svcs.History},
-		{events.EndpointReleases, events.ActionReleases, svcs.Releases},
-	} {
+	for _, ep := range s.projectEndpoints() {
 		subject := s.Subject("*", ep.name)
 		err := svc.AddEndpoint(ep.name, natsmicro.HandlerFunc(func(r natsmicro.Request) { s.serve(r, ep) }),
 			natsmicro.WithEndpointSubject(subject),
@@ -140,11 +140,27 @@ func Start(nc *nats.Conn, cfg Config) (*Server, error) {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("query endpoint %s: %w", EndpointProjects, err)
 	}
+	if err := s.addFleetEndpoints(svc); err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
 	// The subscriptions reach the server asynchronously: make sure it has
 	// them before the worker says it is ready. While disconnected they are
 	// sent on reconnection, so a failed flush is not an error.
 	_ = nc.FlushTimeout(5 * time.Second)
 	return s, nil
+}
+
+// projectEndpoints are the endpoints of one project's queries.
+func (s *Server) projectEndpoints() []endpoint {
+	svcs := s.cfg.Service
+	return []endpoint{
+		{EndpointStatus, events.ActionStatus, svcs.Status},
+		{EndpointLogs, events.ActionLogs, svcs.Logs},
+		{EndpointConfig, events.ActionConfigGet, svcs.ConfigGet},
+		{EndpointHistory, events.ActionHistory, svcs.History},
+		{events.EndpointReleases, events.ActionReleases, svcs.Releases},
+	}
 }
 
 // Subject is the subject of a project's query endpoint.
@@ -179,6 +195,9 @@ func (s *Server) serve(r natsmicro.Request, ep endpoint) {
 	log := s.cfg.Log.With().Str("query", ep.name).Str("subject", r.Subject()).Logger()
 	ctx = log.WithContext(ctx)
 
+	if s.forward(ctx, r, ep, start, &log) {
+		return
+	}
 	data, err := s.answer(ctx, r, ep, &log)
 	var body []byte
 	if err == nil {
@@ -230,6 +249,9 @@ func (s *Server) answer(ctx context.Context, r natsmicro.Request, ep endpoint, l
 	if err != nil {
 		return nil, err
 	}
+	if ep.name == EndpointFleet {
+		return s.fleet(ctx, t.Cmd)
+	}
 	if ep.action == "" {
 		return s.projects(ctx, t.Cmd)
 	}
@@ -274,8 +296,14 @@ func (s *Server) projects(ctx context.Context, q *events.Command) (any, error) {
 	return res, nil
 }
 
-// projectOf returns the project token of <prefix>.q.<project>.<endpoint>.
+// projectOf returns the project token of <prefix>.q.<project>.<endpoint>
+// or <prefix>.hq.<host>.<project>.<endpoint>.
 func (s *Server) projectOf(subject string) string {
+	if rest, ok := strings.CutPrefix(subject, s.cfg.Subjects.Prefix+".hq."); ok {
+		_, rest, _ = strings.Cut(rest, ".")
+		project, _, _ := strings.Cut(rest, ".")
+		return project
+	}
 	rest, _ := strings.CutPrefix(subject, s.cfg.Subjects.Prefix+".q.")
 	project, _, _ := strings.Cut(rest, ".")
 	return project

@@ -333,7 +333,7 @@ func TestQueryMicroInfoAndStats(t *testing.T) {
 	want := map[string]string{
 		"status": "berth.q.*.status berth-queries", "logs": "berth.q.*.logs berth-queries", "config": "berth.q.*.config berth-queries",
 		"history": "berth.q.*.history berth-queries", "releases": "berth.q.*.releases berth-queries",
-		"projects": "berth.q.projects berth-queries",
+		"projects": "berth.q.projects berth-queries", "fleet": "berth.q.fleet berth-queries",
 	}
 	if info.Name != "berth" || info.Version != micro.Version || fmt.Sprint(subjects) != fmt.Sprint(want) {
 		t.Fatalf("info %s", m.Data)
@@ -352,7 +352,7 @@ func TestQueryMicroInfoAndStats(t *testing.T) {
 			t.Fatalf("status stats %+v", ep)
 		}
 	}
-	if len(stats.Endpoints) != 6 {
+	if len(stats.Endpoints) != 7 {
 		t.Fatalf("stats %s", m.Data)
 	}
 }

@@ -27,6 +27,15 @@ type IntakeConfig struct {
 	Grace time.Duration
 	// FetchWait bounds one pull request.
 	FetchWait time.Duration
+	// Host, when set, makes the worker a member of a fleet: besides the
+	// shared consumers it pulls the commands routed to Host, and Router
+	// says which host runs each command it takes (route.go).
+	Host   string
+	Router Router
+	// Alone, when set, reports that no other worker of the fleet is
+	// alive: a command whose host cannot be looked up then runs here
+	// rather than waiting.
+	Alone func() bool
 }
 
 func (c *IntakeConfig) setDefaults() {
@@ -100,18 +109,28 @@ func (in *Intake) Run(ctx context.Context) error {
 		}
 	}()
 
+	topo := in.cfg.Topology
+	all := []laneSpec{
+		{name: "fast", stream: topo.CommandStream, durable: topo.FastConsumer, c: fast, slots: in.cfg.FastSlots, batch: true},
+		{name: "slow", stream: topo.CommandStream, durable: topo.SlowConsumer, c: slow, slots: in.cfg.SlowSlots},
+	}
+	if in.cfg.Host != "" {
+		hfast, hslow, err := topo.DeclareHost(ctx, in.js, in.cfg.Host)
+		if err != nil {
+			return err
+		}
+		fn, sn := topo.HostConsumers(in.cfg.Host)
+		all = append(all,
+			laneSpec{name: "host-fast", stream: topo.RouteStream, durable: fn, c: hfast, slots: in.cfg.FastSlots, batch: true, routed: true},
+			laneSpec{name: "host-slow", stream: topo.RouteStream, durable: sn, c: hslow, slots: in.cfg.SlowSlots, routed: true})
+	}
 	var work sync.WaitGroup
 	var lanes sync.WaitGroup
-	for _, l := range []struct {
-		name  string
-		c     jetstream.Consumer
-		slots int
-		batch bool
-	}{{"fast", fast, in.cfg.FastSlots, true}, {"slow", slow, in.cfg.SlowSlots, false}} {
+	for _, l := range all {
 		lanes.Add(1)
 		go func() {
 			defer lanes.Done()
-			in.lane(ctx, workCtx, l.name, l.c, l.slots, l.batch, &work)
+			in.lane(ctx, workCtx, l, &work)
 		}()
 	}
 	close(in.ready)
@@ -133,10 +152,22 @@ func (in *Intake) Run(ctx context.Context) error {
 	return nil
 }
 
-// lane pulls from one consumer while it has a free slot. The slow lane
-// pulls one message at a time, so a command never waits in the client's
+// laneSpec is one lane: a durable consumer and the slots it may fill.
+type laneSpec struct {
+	name, stream, durable string
+	c                     jetstream.Consumer
+	slots                 int
+	// batch pulls as many messages as there are free slots.
+	batch bool
+	// routed: the consumer is this host's, on the route stream.
+	routed bool
+}
+
+// lane pulls from one consumer while it has a free slot. The slow lanes
+// pull one message at a time, so a command never waits in the client's
 // buffer (where its ack timer would already run) behind a long deploy.
-func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Consumer, slots int, batch bool, work *sync.WaitGroup) {
+func (in *Intake) lane(ctx, workCtx context.Context, l laneSpec, work *sync.WaitGroup) {
+	name, c, slots, batch := l.name, l.c, l.slots, l.batch
 	sem := make(chan struct{}, slots)
 	log := in.log.With().Str("lane", name).Logger()
 	backoff := 100 * time.Millisecond
@@ -173,7 +204,7 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 				return
 			}
 			log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot pull commands")
-			c = in.reattach(ctx, name, c, err, wake, &log)
+			c = in.reattach(ctx, l, c, err, wake, &log)
 			backoff = in.backoff(ctx, backoff, wake)
 			continue
 		}
@@ -191,7 +222,7 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 				if o := in.disp.Observer; o != nil {
 					defer o.Inflight(name, -1)
 				}
-				in.handle(workCtx, m, free)
+				in.take(workCtx, m, free, l.routed)
 			}()
 		}
 		cancel()
@@ -201,7 +232,7 @@ func (in *Intake) lane(ctx, workCtx context.Context, name string, c jetstream.Co
 				return
 			}
 			log.Warn().Err(err).Msg("pull ended with an error")
-			c = in.reattach(ctx, name, c, err, wake, &log)
+			c = in.reattach(ctx, l, c, err, wake, &log)
 			backoff = in.backoff(ctx, backoff, wake)
 			continue
 		}
@@ -228,16 +259,13 @@ func (in *Intake) backoff(ctx context.Context, d time.Duration, wake <-chan stru
 // would fail forever; they are declared again. It returns the consumer
 // to pull from next (c when nothing is known yet, such as while
 // JetStream is still starting).
-func (in *Intake) reattach(ctx context.Context, lane string, c jetstream.Consumer, err error, wake <-chan struct{}, log *zerolog.Logger) jetstream.Consumer {
+func (in *Intake) reattach(ctx context.Context, l laneSpec, c jetstream.Consumer, err error, wake <-chan struct{}, log *zerolog.Logger) jetstream.Consumer {
 	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrConsumerNotFound) &&
 		!errors.Is(err, jetstream.ErrConsumerDeleted) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return c
 	}
 	topo := in.cfg.Topology
-	durable := topo.SlowConsumer
-	if lane == "fast" {
-		durable = topo.FastConsumer
-	}
+	durable := l.durable
 	// A stopping server answers pulls with no responders too: a lookup
 	// sent to it is never answered, so a reconnection ends the wait.
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -249,18 +277,24 @@ func (in *Intake) reattach(ctx context.Context, lane string, c jetstream.Consume
 		case <-lctx.Done():
 		}
 	}()
-	fresh, lerr := in.js.Consumer(lctx, topo.CommandStream, durable)
+	fresh, lerr := in.js.Consumer(lctx, l.stream, durable)
 	switch {
 	case lerr == nil:
 		return fresh
 	case errors.Is(lerr, jetstream.ErrConsumerNotFound) || errors.Is(lerr, jetstream.ErrStreamNotFound):
-		fast, slow, derr := topo.Declare(lctx, in.js)
+		declare := topo.Declare
+		if l.routed {
+			declare = func(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, jetstream.Consumer, error) {
+				return topo.DeclareHost(ctx, js, in.cfg.Host)
+			}
+		}
+		fast, slow, derr := declare(lctx, in.js)
 		if derr != nil {
 			log.Warn().Err(derr).Msg("the server lost the command consumer, and declaring it again failed; retrying")
 			return c
 		}
 		log.Warn().Str("consumer", durable).Msg("the server had lost the streams or the command consumer: declared them again")
-		if lane == "fast" {
+		if l.batch {
 			return fast
 		}
 		return slow
@@ -269,20 +303,10 @@ func (in *Intake) reattach(ctx context.Context, lane string, c jetstream.Consume
 	}
 }
 
-func (in *Intake) handle(ctx context.Context, m jetstream.Msg, free func()) {
-	del := handlers.Delivery{
-		Release:    free,
-		Subject:    m.Subject(),
-		Data:       m.Data(),
-		MsgID:      m.Headers().Get(jetstream.MsgIDHeader),
-		Header:     m.Headers(),
-		MaxDeliver: in.cfg.Topology.MaxDeliver,
-		InProgress: func() { _ = m.InProgress() },
-	}
-	if md, err := m.Metadata(); err == nil {
-		del.StreamSeq = md.Sequence.Stream
-		del.NumDelivered = md.NumDelivered
-	}
+func (in *Intake) handle(ctx context.Context, m jetstream.Msg, free func(), del handlers.Delivery) {
+	del.Release = free
+	del.MaxDeliver = in.cfg.Topology.MaxDeliver
+	del.InProgress = func() { _ = m.InProgress() }
 	if o := in.disp.Observer; o != nil && del.NumDelivered > 1 {
 		o.Redelivery()
 	}

@@ -17,6 +17,11 @@ type Topology struct {
 	CommandStream string
 	EventStream   string
 	AuditStream   string
+	// RouteStream holds the commands routed to a host's worker
+	// (<prefix>.host.<host>.cmd.<project>.<action>); FleetBucket is the
+	// key-value bucket of the workers (fleet.go).
+	RouteStream string
+	FleetBucket string
 	// FastConsumer and SlowConsumer are the durable consumer names.
 	FastConsumer string
 	SlowConsumer string
@@ -41,6 +46,8 @@ func DefaultTopology(subjects events.Subjects) Topology {
 		CommandStream: "BERTH_CMD",
 		EventStream:   "BERTH_EVT",
 		AuditStream:   "BERTH_AUDIT",
+		RouteStream:   "BERTH_ROUTE",
+		FleetBucket:   "BERTH_FLEET",
 		FastConsumer:  "berth-fast",
 		SlowConsumer:  "berth-slow",
 		AckWait:       30 * time.Second,
@@ -118,11 +125,59 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 	return fast, slow, nil
 }
 
+// HostConsumers are the durable names of host's two lanes on the route
+// stream.
+func (t Topology) HostConsumers(host string) (fast, slow string) {
+	return "berth-host-" + host + "-fast", "berth-host-" + host + "-slow"
+}
+
+// DeclareHost creates or updates the route stream and host's two
+// consumers on it, each filtered on host's own subjects: the filters of
+// two hosts never overlap, as a work-queue stream requires. Commands
+// routed to a host whose worker is down wait in the stream.
+func (t Topology) DeclareHost(ctx context.Context, js jetstream.JetStream, host string) (fast, slow jetstream.Consumer, err error) {
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        t.RouteStream,
+		Description: "Berth commands routed to the worker of their project's host (work queue)",
+		Subjects:    []string{t.Subjects.AllHostCommands()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+		MaxAge:      24 * time.Hour,
+		MaxMsgSize:  1 << 20,
+		Replicas:    t.Replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("declare stream %s: %w", t.RouteStream, err)
+	}
+	fastName, slowName := t.HostConsumers(host)
+	hostSubjects := func(actions []string) []string {
+		out := make([]string, 0, len(actions))
+		for _, a := range actions {
+			out = append(out, t.Subjects.HostCommandFilter(host, a))
+		}
+		return out
+	}
+	fast, err = t.durable(ctx, js, t.RouteStream, fastName, "read-only commands routed to host "+host, hostSubjects(events.FastActions()), 256)
+	if err != nil {
+		return nil, nil, err
+	}
+	slow, err = t.durable(ctx, js, t.RouteStream, slowName, "mutations and config routed to host "+host, hostSubjects(events.SlowActions()), 64)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fast, slow, nil
+}
+
 func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, desc string, actions []string, maxAckPending int) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, t.CommandStream, jetstream.ConsumerConfig{
+	return t.durable(ctx, js, t.CommandStream, name, desc, t.commandSubjects(actions), maxAckPending)
+}
+
+func (t Topology) durable(ctx context.Context, js jetstream.JetStream, stream, name, desc string, filters []string, maxAckPending int) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:        name,
 		Description:    desc,
-		FilterSubjects: t.commandSubjects(actions),
+		FilterSubjects: filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        t.AckWait,
 		MaxDeliver:     t.MaxDeliver,

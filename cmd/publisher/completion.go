@@ -15,7 +15,7 @@ import (
 // shell completion offers them. A test keeps the two in step.
 var actionArgKeys = map[string][]string{
 	events.ActionConfigSet: {"workspace", "workspaces", "production", "compose_project", "compose_files", "compose_policy",
-		"primary_service", "strategy", "require_second_approver", "stabilize_s", "drain_s", "start_first_with_volumes", "roles", "anonymous_viewers"},
+		"primary_service", "strategy", "require_second_approver", "stabilize_s", "drain_s", "start_first_with_volumes", "roles", "anonymous_viewers", "host"},
 	events.ActionConfigGet:    nil,
 	events.ActionConfigDelete: nil,
 	events.ActionStatus:       {"refresh"},
@@ -27,6 +27,7 @@ var actionArgKeys = map[string][]string{
 	events.ActionReleases:     nil,
 	events.ActionStart:        {"services"},
 	events.ActionStop:         {"services"},
+	events.ActionMove:         {"to"},
 }
 
 // fileFlags take a file name: the completion offers files.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,13 @@ type Config struct {
 	TLSCert   string
 	TLSKey    string
 	RedisURL  string
+	// Host names the Docker host this worker runs on, in a fleet of
+	// workers sharing one NATS system (default: the machine's host name,
+	// made a subject token).
+	Host string
+	// Heartbeat is how often the worker refreshes its fleet entry; a
+	// worker silent for three counts as down.
+	Heartbeat time.Duration
 	Prefix    string
 	StateDir  string
 	Roots     []string
@@ -93,6 +101,8 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.TLSCert, "nats-tls-cert", env("BERTH_NATS_TLS_CERT", ""), "client certificate for NATS TLS")
 	fs.StringVar(&c.TLSKey, "nats-tls-key", env("BERTH_NATS_TLS_KEY", ""), "client key for NATS TLS")
 	fs.StringVar(&c.RedisURL, "redis-url", env("BERTH_REDIS_URL", ""), "Redis URL (redis://, rediss://, unix://)")
+	fs.StringVar(&c.Host, "host", env("BERTH_HOST", ""), "the name of this worker's Docker host in the fleet: projects with this host run here (default: the machine's host name; letters, digits, '-' and '_')")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", envDuration(getenv, "BERTH_HEARTBEAT", 5*time.Second), "how often the worker tells the fleet it is alive (silent for three: down)")
 	fs.StringVar(&c.Prefix, "prefix", env("BERTH_PREFIX", events.DefaultPrefix), "subject prefix and Redis key prefix")
 	fs.StringVar(&c.StateDir, "state-dir", env("BERTH_STATE_DIR", ""), "directory for Berth's state (embedded NATS data in dev mode; releases and journals)")
 	fs.StringVar(&roots, "roots", env("BERTH_ROOTS", ""), "comma-separated directories that workspace and production paths must lie in")
@@ -173,6 +183,9 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 }
 
 func (c *Config) setDefaults(getenv func(string) string) {
+	if c.Host == "" {
+		c.Host = DefaultHost()
+	}
 	if c.StateDir == "" {
 		if c.Dev {
 			c.StateDir = ".berth"
@@ -196,9 +209,32 @@ func (c *Config) setDefaults(getenv func(string) string) {
 	}
 }
 
+// DefaultHost is the machine's host name as a fleet host: its first label,
+// with characters a subject token cannot hold replaced by '-'.
+func DefaultHost() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	h, _, _ = strings.Cut(h, ".")
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	return string(b)
+}
+
 // Validate reports settings that cannot work, saying which to fix.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.Host != "" && !events.ValidHost(c.Host) {
+		errs = append(errs, fmt.Errorf("--host %q: a host name holds letters, digits, '-' and '_', at most 63 (it is a NATS subject token)", c.Host))
+	}
 	if !c.Dev && c.NATSURL == "" {
 		errs = append(errs, errors.New("--nats-url (BERTH_NATS_URL) is required outside dev mode"))
 	}
@@ -278,4 +314,22 @@ func envInt(getenv func(string) string, name string, def int) int {
 		return n
 	}
 	return def
+}
+
+// Version is the worker's version: the module version it was built as,
+// else its VCS revision, else "devel".
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
 }

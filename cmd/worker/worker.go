@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/docker"
 	"github.com/berth-ops/berth/events"
@@ -57,6 +58,10 @@ type Worker struct {
 	// recoveryDone is closed when it has returned.
 	stopRecovery context.CancelFunc
 	recoveryDone chan struct{}
+	// stopFleet ends the fleet heartbeat (recording that the worker
+	// stopped); fleetDone is closed when it has.
+	stopFleet context.CancelFunc
+	fleetDone chan struct{}
 	// HTTPAddr is the address the HTTP server listens on, or "".
 	HTTPAddr string
 	// NATSURL is the NATS URL the worker is connected to.
@@ -68,13 +73,19 @@ type Worker struct {
 // Start connects to NATS, Redis and Docker (starting the embedded servers
 // in dev mode), declares the streams and starts pulling commands.
 func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err error) {
-	w = &Worker{log: log, done: make(chan error, 1), metrics: metrics.New()}
+	self := &Worker{log: log, done: make(chan error, 1), metrics: metrics.New()}
+	w = self
 	defer func() {
 		if err != nil {
-			w.Close()
+			self.Close()
 		}
 	}()
 	natsURL, redisURL := cfg.NATSURL, cfg.RedisURL
+	if cfg.Host == "" {
+		c := *cfg
+		c.Host = DefaultHost()
+		cfg = &c
+	}
 	if cfg.Dev {
 		if w.dev, err = startDev(cfg, log); err != nil {
 			return nil, err
@@ -127,6 +138,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 		return nil, err
 	}
 	svc.Confirms, svc.Locks, svc.Composer, svc.State = w.store, w.store, w.engine, st
+	svc.Host = cfg.Host
 	if svc.Redactor, err = redact.New(cfg.RedactPatterns, cfg.NoDefaultRedact); err != nil {
 		return nil, err
 	}
@@ -140,16 +152,28 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	host, _ := os.Hostname()
 	topo := natsbus.DefaultTopology(subjects)
 	topo.AckWait = cfg.AckWait
+	workerID := fmt.Sprintf("%s/%d", host, os.Getpid())
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	fleet, err := natsbus.OpenFleet(fctx, js, topo, berth.WorkerInfo{Host: cfg.Host, Worker: workerID, Version: Version(),
+		StartedAt: time.Now().UTC()}, cfg.Heartbeat, log.With().Str("component", "fleet").Logger())
+	if err == nil {
+		err = fleet.Announce(fctx)
+	}
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	svc.Fleet = fleet
 	verifier := &auth.Verifier{Secrets: cfg.SignSecrets, Keys: cfg.SignKeys, Window: cfg.SignWindow}
 	admission := &handlers.Admission{Mux: mux, Subjects: subjects, Verifier: verifier, Authorize: svc.Authorize,
 		ClaimSignature: w.store.ClaimSignature, SignatureWindow: cfg.SignWindow}
 	disp := &handlers.Dispatcher{
 		Mux: mux, Store: w.store, Emitter: natsbus.NewEmitter(w.nc, js, cfg.EventSecret), Subjects: subjects,
-		Log: log, WorkerID: fmt.Sprintf("%s/%d", host, os.Getpid()), Heartbeat: cfg.AckWait / 3,
+		Log: log, WorkerID: workerID, Heartbeat: cfg.AckWait / 3,
 		Admission: admission, Observer: w.metrics,
 	}
 	qcfg := micro.Config{Subjects: subjects, Service: svc, Admission: admission, Observer: w.metrics, Log: log.With().Str("component", "queries").Logger(),
-		Metadata: map[string]string{"worker": disp.WorkerID}}
+		Metadata: map[string]string{"worker": disp.WorkerID, "host": cfg.Host}, Host: cfg.Host, Fleet: fleet}
 	switch {
 	case verifier.Enabled():
 		log.Info().Int("secrets", len(cfg.SignSecrets)).Int("keys", len(cfg.SignKeys)).Dur("window", cfg.SignWindow).Msg("signed commands required")
@@ -164,7 +188,8 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	} else if slices.Contains(cfg.Admins, handlers.AnyoneIsAdmin) {
 		log.Warn().Msg("every user is a global admin (--admins '*'): for development only")
 	}
-	w.intake = natsbus.NewIntake(natsbus.IntakeConfig{Topology: topo, FastSlots: cfg.FastSlots, SlowSlots: cfg.SlowSlots, Grace: cfg.Grace}, w.nc, js, disp, log)
+	w.intake = natsbus.NewIntake(natsbus.IntakeConfig{Topology: topo, FastSlots: cfg.FastSlots, SlowSlots: cfg.SlowSlots, Grace: cfg.Grace,
+		Host: cfg.Host, Router: svc, Alone: fleet.Alone}, w.nc, js, disp, log)
 
 	// Shutdown, by Stop or by ctx ending (a signal), stops the query
 	// service before the intake stops pulling commands.
@@ -195,6 +220,10 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	watchDone := make(chan struct{})
 	w.stopWatch, w.watchDone = stopWatch, watchDone
 	go func() { defer close(watchDone); svc.WatchEngine(wctx, w.engine) }()
+	hctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	fleetDone := make(chan struct{})
+	w.stopFleet, w.fleetDone = stopFleet, fleetDone
+	go func() { defer close(fleetDone); fleet.Run(hctx) }()
 	rctx, stopRecovery := context.WithCancel(log.With().Str("component", "recovery").Logger().WithContext(context.WithoutCancel(ctx)))
 	recoveryDone := make(chan struct{})
 	w.stopRecovery, w.recoveryDone = stopRecovery, recoveryDone
@@ -277,6 +306,10 @@ func (w *Worker) Close() {
 	if w.stopRecovery != nil {
 		w.stopRecovery()
 		<-w.recoveryDone
+	}
+	if w.stopFleet != nil {
+		w.stopFleet()
+		<-w.fleetDone
 	}
 	if w.nc != nil {
 		if err := w.nc.Drain(); err != nil {
