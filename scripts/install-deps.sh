@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Berth's tests need on a Debian bookworm machine with a running
-# Docker Engine: redis-server (Debian), and the Docker Compose v2 plugin
+# Docker Engine: redis-server, redis-sentinel and redis-cli (Debian; the
+# store's high-availability tests start a Sentinel set and a Redis Cluster,
+# which redis-cli creates), and the Docker Compose v2 plugin
 # (bookworm ships only the old Python docker-compose 1.29, so the plugin is
 # taken from Debian trixie's docker-compose package, which depends only on
 # libc6, through a private apt list that leaves the system's sources alone).
@@ -26,14 +28,23 @@ apt_update() {
 	fi
 }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-	echo "== installing redis-server"
+redis_pkgs=()
+command -v redis-server >/dev/null 2>&1 || redis_pkgs+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || redis_pkgs+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || redis_pkgs+=(redis-tools)
+if [ "${#redis_pkgs[@]}" -gt 0 ]; then
+	echo "== installing ${redis_pkgs[*]}"
 	apt_update
-	DEBIAN_FRONTEND=noninteractive retry apt-get install -y -qq redis-server >/dev/null
+	DEBIAN_FRONTEND=noninteractive retry apt-get install -y -qq "${redis_pkgs[@]}" >/dev/null
 fi
-# The tests start their own redis-server processes; the packaged service is
-# not needed.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+# The tests start their own redis-server and redis-sentinel processes; the
+# packaged services are not needed (and would hold ports 6379 and 26379).
+if command -v systemctl >/dev/null 2>&1; then
+	systemctl disable --now redis-server redis-sentinel >/dev/null 2>&1 || true
+fi
+for svc in redis-server redis-sentinel; do
+	if [ -x "/etc/init.d/$svc" ]; then "/etc/init.d/$svc" stop >/dev/null 2>&1 || true; fi
+done
 
 # System-wide plugin directory, independent of $HOME; DOCKER_CONFIG overrides.
 if [ -n "${DOCKER_CONFIG:-}" ]; then

@@ -28,8 +28,10 @@ const newPlanHint = "ask for a new plan by sending the command without confirm"
 //
 // The previous token of the triple is deleted by building its key from
 // ARGV[5]: that key cannot be declared in KEYS before the script reads it.
-// This is fine on a single Redis, which is what the store supports.
-// pending:<user> lives as long as the longest keep it was given.
+// Every key of a confirmation is in the {confirm} hash slot (see Keys), so
+// the undeclared key is in the slot of the declared ones, which Redis
+// Cluster allows. pending:<user> lives as long as the longest keep it was
+// given.
 var putConfirmScript = redis.NewScript(`
 local old = redis.call('GET', KEYS[2])
 if old and old ~= ARGV[3] then

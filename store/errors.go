@@ -16,8 +16,16 @@ import (
 )
 
 // Redis error reply prefixes that mean the server cannot serve commands right
-// now (loading its dataset, a read-only replica, a busy script...).
-var transientReplies = []string{"LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"}
+// now (loading its dataset, a read-only replica, a busy script, a cluster
+// or a master failing over...).
+var transientReplies = []string{"LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "NOREPLICAS"}
+
+// Errors of go-redis's Sentinel and Cluster clients that mean no server
+// can be reached; they wrap no network error.
+var unreachableMessages = []string{
+	"redis: all sentinels specified in configuration are unreachable",
+	"redis: cluster has no nodes",
+}
 
 // Redis error reply prefixes that mean the credentials of the URL are wrong.
 var authReplies = []string{"NOAUTH", "WRONGPASS", "NOPERM"}
@@ -78,7 +86,15 @@ func isUnavailable(err error) bool {
 		return true
 	}
 	var certErr *tls.CertificateVerificationError
-	return errors.As(err, &certErr)
+	if errors.As(err, &certErr) {
+		return true
+	}
+	for _, m := range unreachableMessages {
+		if strings.Contains(err.Error(), m) {
+			return true
+		}
+	}
+	return false
 }
 
 // hasReplyPrefix reports whether err is an error reply of the Redis server

@@ -9,8 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,11 +25,21 @@ const DefaultHistoryCap = 500
 
 // Config configures a Store.
 type Config struct {
-	// URL locates Redis: redis://[user:password@]host[:port][/db],
-	// rediss://... for TLS, or unix://[user:password@]/path/to/socket[?db=N].
-	// Query parameters of go-redis's ParseURL are accepted.
+	// URL locates Redis:
+	//
+	//	redis://[user:password@]host[:port][/db]       one server (rediss:// for TLS;
+	//	unix://[user:password@]/path/to/socket[?db=N]   query parameters of go-redis's ParseURL)
+	//	redis+sentinel://[user:password@]host[:port],host[:port]/master[/db][?sentinel_username=...&sentinel_password=...]
+	//	redis+cluster://[user:password@]host[:port],host[:port]
+	//
+	// A Sentinel URL lists sentinels (port 26379 by default) and names
+	// the master they watch; user and password are the Redis servers'.
+	// A Cluster URL lists seed nodes (port 6379 by default) and has no
+	// database: a cluster has only database 0. rediss+sentinel:// and
+	// rediss+cluster:// use TLS.
 	URL string
-	// Prefix is prepended to every key; DefaultPrefix when empty.
+	// Prefix is prepended to every key; DefaultPrefix when empty. It must
+	// not hold '{' or '}', which would change the hash slots of the keys.
 	Prefix string
 	// HistoryCap is the number of history entries kept per project;
 	// DefaultHistoryCap when zero.
@@ -37,7 +47,20 @@ type Config struct {
 	// DialTimeout and ReadTimeout, when not zero, override those of the URL
 	// (which default to go-redis's 5 s and 3 s).
 	DialTimeout, ReadTimeout time.Duration
+	// WaitReplicas is how many replicas must acknowledge a write of
+	// configuration (project configs and their claims) before it counts
+	// as done, so that a failover cannot lose it. Zero means the default:
+	// 1 with Sentinel and Cluster, none with a single server. Negative
+	// means none.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for those acknowledgements;
+	// DefaultWaitTimeout when zero.
+	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout is how long a write of configuration waits for its
+// replicas when Config.WaitTimeout is zero.
+const DefaultWaitTimeout = time.Second
 
 // setDefaults fills the zero fields that have a default.
 func (c *Config) setDefaults() {
@@ -46,6 +69,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HistoryCap == 0 {
 		c.HistoryCap = DefaultHistoryCap
+	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = DefaultWaitTimeout
 	}
 }
 
@@ -58,6 +84,9 @@ func (c Config) Validate() error {
 	} else if _, err := parseURL(c.URL); err != nil {
 		errs = append(errs, err)
 	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		errs = append(errs, fmt.Errorf("store: the key prefix %q holds '{' or '}': it would change the hash slots of the keys", c.Prefix))
+	}
 	if c.HistoryCap < 0 {
 		errs = append(errs, fmt.Errorf("store: the history cap is %d, it must be positive", c.HistoryCap))
 	}
@@ -67,63 +96,59 @@ func (c Config) Validate() error {
 	if c.ReadTimeout < 0 {
 		errs = append(errs, fmt.Errorf("store: the read timeout is %v, it must not be negative", c.ReadTimeout))
 	}
-	return errors.Join(errs...)
-}
-
-// parseURL parses a Redis URL. Its errors never contain the URL, which may
-// hold a password.
-func parseURL(raw string) (*redis.Options, error) {
-	opts, err := redis.ParseURL(raw)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return nil, fmt.Errorf("store: invalid Redis URL (want redis://, rediss:// or unix://): %v", err)
+	if c.WaitTimeout < time.Millisecond {
+		errs = append(errs, fmt.Errorf("store: the replica wait timeout is %v, it must be at least 1ms", c.WaitTimeout))
 	}
-	return opts, nil
+	return errors.Join(errs...)
 }
 
 // Store is the Redis implementation of berth.Store.
 type Store struct {
-	rdb        *redis.Client
+	rdb        redis.UniversalClient
+	mode       Mode
 	keys       Keys
 	historyCap int
-	addr       string // host:port or socket path, for messages; never the URL
+	// waitReplicas replicas must acknowledge a write of configuration
+	// within waitTimeout (none when 0).
+	waitReplicas int
+	waitTimeout  time.Duration
+	addr         string // where Redis is, for messages; never the URL
 }
 
 var _ berth.Store = (*Store)(nil)
 
 // New returns a Store for cfg. It does not connect: connections are opened
 // on demand, and Ping checks that Redis answers.
+//
+// Each attempt of a command dials once (go-redis dials up to 5 times, 100
+// ms apart, by default), and the command is retried (MaxRetries): with
+// go-redis's default every command took about 2 s to fail while Redis was
+// down, which is the time read-only commands wait before answering from
+// Docker. Sentinel and Cluster clients send every command to a master.
 func New(cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := parseURL(cfg.URL)
+	t, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.DialTimeout > 0 {
-		opts.DialTimeout = cfg.DialTimeout
-	}
-	if cfg.ReadTimeout > 0 {
-		opts.ReadTimeout = cfg.ReadTimeout
-	}
-	if opts.DialerRetries == 0 {
-		// One dial per attempt: the command is retried anyway (MaxRetries),
-		// and go-redis's default of 5 dials 100 ms apart per attempt made
-		// every command take about 2 s to fail while Redis was down,
-		// which is the time read-only commands wait before answering from
-		// Docker.
-		opts.DialerRetries = 1
+	wait := cfg.WaitReplicas
+	switch {
+	case wait < 0:
+		wait = 0
+	case wait == 0 && t.mode != Single:
+		wait = 1
 	}
 	return &Store{
-		rdb:        redis.NewClient(opts),
-		keys:       NewKeys(cfg.Prefix),
-		historyCap: cfg.HistoryCap,
-		addr:       opts.Addr,
+		rdb:          newClient(t, cfg),
+		mode:         t.mode,
+		keys:         NewKeys(cfg.Prefix),
+		historyCap:   cfg.HistoryCap,
+		waitReplicas: wait,
+		waitTimeout:  cfg.WaitTimeout,
+		addr:         t.addr(),
 	}, nil
 }
 
@@ -131,14 +156,18 @@ func New(cfg Config) (*Store, error) {
 func (s *Store) Close() error { return s.rdb.Close() }
 
 // Client returns the underlying Redis client, for features that need
-// commands the Store does not wrap. Use Keys for the key names.
-func (s *Store) Client() *redis.Client { return s.rdb }
+// commands the Store does not wrap. Use Keys for the key names, and keep
+// the keys of one command, transaction or script in one hash slot.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// Mode returns the kind of Redis deployment of the store.
+func (s *Store) Mode() Mode { return s.mode }
 
 // Keys returns the key names of the store.
 func (s *Store) Keys() Keys { return s.keys }
 
-// Addr returns the address of Redis (host:port or socket path), without
-// credentials.
+// Addr describes where Redis is (host:port, socket path, or the sentinels
+// or cluster nodes), without credentials.
 func (s *Store) Addr() string { return s.addr }
 
 // Ping checks that Redis answers.
@@ -206,8 +235,9 @@ func projectNotFound(name string) error {
 // directory and compose project, unless another project claims either;
 // it frees the claims of the project's former directory and name.
 //
-// KEYS: project:<p>, projects, claim:production:<dir>, claim:compose:<name>,
-// then the project's former claim keys. ARGV: name, config JSON.
+// KEYS (all in the {cfg} slot): project:<p>, projects,
+// claim:production:<dir>, claim:compose:<name>, then the project's former
+// claim keys. ARGV: name, config JSON.
 // It returns the other project's name, or nil when it stored the config.
 var putProjectScript = redis.NewScript(`
 for i = 3, 4 do
@@ -246,28 +276,32 @@ func (s *Store) PutProject(ctx context.Context, p *berth.Project) error {
 	} else if events.ErrorCode(err) != events.CodeNotFound {
 		return err
 	}
-	holder, err := putProjectScript.Run(ctx, s.rdb, keys, p.Name, b).Text()
+	op := "put project " + p.Name
+	cmd, err := s.writeConfig(ctx, op, putProjectScript, keys, p.Name, b)
+	if err != nil {
+		return err
+	}
+	holder, err := cmd.Text()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil
 	case err != nil:
-		return s.fail("put project "+p.Name, err)
+		return s.fail(op, err)
 	}
 	return events.Errorf(events.CodeConflict, "project %s already manages production directory %s or compose project %s", holder, p.Production, p.ComposeProject).
 		With("project", holder).
 		WithHint(fmt.Sprintf("a production directory and a compose project belong to one project: give %s its own, or delete %s first", p.Name, holder))
 }
 
-// deleteProjectScript removes a project's config and status cache, the
-// project from the set, and the claims that are its.
+// deleteProjectScript removes a project's config, the project from the
+// set, and the claims that are its.
 //
-// KEYS: project:<p>, status:<p>, projects, then its claim keys. ARGV: name.
-// It returns how many config keys it deleted (0 or 1).
+// KEYS (all in the {cfg} slot): project:<p>, projects, then its claim keys.
+// ARGV: name. It returns how many config keys it deleted (0 or 1).
 var deleteProjectScript = redis.NewScript(`
 local n = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1])
-for i = 4, #KEYS do
+redis.call('SREM', KEYS[2], ARGV[1])
+for i = 3, #KEYS do
 	if redis.call('GET', KEYS[i]) == ARGV[1] then
 		redis.call('DEL', KEYS[i])
 	end
@@ -275,20 +309,29 @@ end
 return n
 `)
 
-// DeleteProject removes a project's config and status cache, and the project
-// from the set of projects, atomically, freeing its production directory
-// and compose project; its history stays. Deleting a missing project
-// returns CodeNotFound.
+// DeleteProject removes a project's config and the project from the set of
+// projects, atomically, freeing its production directory and compose
+// project, then its status cache (in another hash slot); its history stays.
+// Deleting a missing project returns CodeNotFound.
 func (s *Store) DeleteProject(ctx context.Context, name string) error {
-	keys := []string{s.keys.Project(name), s.keys.Status(name), s.keys.Projects()}
+	keys := []string{s.keys.Project(name), s.keys.Projects()}
 	if old, err := s.GetProject(ctx, name); err == nil {
 		keys = append(keys, s.keys.ClaimProduction(old.Production), s.keys.ClaimCompose(old.ComposeProject))
 	} else if events.ErrorCode(err) != events.CodeNotFound {
 		return err
 	}
-	n, err := deleteProjectScript.Run(ctx, s.rdb, keys, name).Int()
+	op := "delete project " + name
+	cmd, err := s.writeConfig(ctx, op, deleteProjectScript, keys, name)
 	if err != nil {
-		return s.fail("delete project "+name, err)
+		return err
+	}
+	n, err := cmd.Int()
+	if err != nil {
+		return s.fail(op, err)
+	}
+	// The config is gone whatever happens to the cache, which expires.
+	if err := s.InvalidateStatus(ctx, name); err != nil {
+		return err
 	}
 	if n == 0 {
 		return notFound("list the configured projects with config.get",
@@ -326,27 +369,36 @@ func (s *Store) GetStatus(ctx context.Context, project string) (*berth.CachedSta
 }
 
 // GetProjectStatus returns a project's config (or CodeNotFound) and its
-// cached status in one round trip. The status is nil when there is none,
-// it expired, or it cannot be decoded (a fresh one replaces it).
+// cached status in one pipeline: one round trip on a single server, one
+// per node on a cluster (they are in different slots, see Keys). The
+// status is nil when there is none, it expired, or it cannot be decoded (a
+// fresh one replaces it).
 func (s *Store) GetProjectStatus(ctx context.Context, name string) (*berth.Project, *berth.CachedStatus, error) {
-	vals, err := s.rdb.MGet(ctx, s.keys.Project(name), s.keys.Status(name)).Result()
-	if err != nil {
+	var cfg, status *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		cfg = pipe.Get(ctx, s.keys.Project(name))
+		status = pipe.Get(ctx, s.keys.Status(name))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, s.fail("get project and status of "+name, err)
 	}
-	raw, ok := vals[0].(string)
-	if !ok {
+	raw, err := cfg.Bytes()
+	if errors.Is(err, redis.Nil) {
 		return nil, nil, projectNotFound(name)
+	} else if err != nil {
+		return nil, nil, s.fail("get project "+name, err)
 	}
 	var p berth.Project
-	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, nil, corrupt(s.keys.Project(name), err)
 	}
-	raw, ok = vals[1].(string)
-	if !ok {
+	raw, err = status.Bytes()
+	if err != nil {
 		return &p, nil, nil
 	}
 	var st berth.CachedStatus
-	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+	if err := json.Unmarshal(raw, &st); err != nil {
 		return &p, nil, nil
 	}
 	return &p, &st, nil

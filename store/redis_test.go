@@ -442,8 +442,8 @@ func TestPrefixIsolation(t *testing.T) {
 	if _, err := b.GetProject(ctx, "web"); events.ErrorCode(err) != events.CodeNotFound {
 		t.Errorf("store b sees store a's project: %v", err)
 	}
-	if n := a.Client().Exists(ctx, "a:project:web", "a:projects").Val(); n != 2 {
-		t.Errorf("keys a:project:web and a:projects: %d exist, want 2", n)
+	if n := a.Client().Exists(ctx, "a:{cfg}:project:web", "a:{cfg}:projects").Val(); n != 2 {
+		t.Errorf("keys a:{cfg}:project:web and a:{cfg}:projects: %d exist, want 2", n)
 	}
 }
 

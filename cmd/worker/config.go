@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/store"
 )
 
 // Config is the worker's configuration, from flags and BERTH_* variables
@@ -37,17 +38,22 @@ type Config struct {
 	// Heartbeat is how often the worker refreshes its fleet entry; a
 	// worker silent for three counts as down.
 	Heartbeat time.Duration
-	Prefix    string
-	StateDir  string
-	Roots     []string
-	Admins    []string
-	StatusTTL time.Duration
-	FastSlots int
-	SlowSlots int
-	Grace     time.Duration
-	AckWait   time.Duration
-	LogLevel  string
-	LogFormat string
+	// RedisWaitReplicas and RedisWaitTimeout: how many Redis replicas
+	// must acknowledge a write of configuration, and how long it waits
+	// for them (store.Config's WaitReplicas and WaitTimeout).
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
+	Prefix            string
+	StateDir          string
+	Roots             []string
+	Admins            []string
+	StatusTTL         time.Duration
+	FastSlots         int
+	SlowSlots         int
+	Grace             time.Duration
+	AckWait           time.Duration
+	LogLevel          string
+	LogFormat         string
 	// HTTPAddr is where /metrics, /healthz and /readyz are served; empty
 	// (or "off") disables the HTTP server.
 	HTTPAddr string
@@ -100,9 +106,11 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.TLSCA, "nats-tls-ca", env("BERTH_NATS_TLS_CA", ""), "CA certificate for the NATS TLS connection")
 	fs.StringVar(&c.TLSCert, "nats-tls-cert", env("BERTH_NATS_TLS_CERT", ""), "client certificate for NATS TLS")
 	fs.StringVar(&c.TLSKey, "nats-tls-key", env("BERTH_NATS_TLS_KEY", ""), "client key for NATS TLS")
-	fs.StringVar(&c.RedisURL, "redis-url", env("BERTH_REDIS_URL", ""), "Redis URL (redis://, rediss://, unix://)")
 	fs.StringVar(&c.Host, "host", env("BERTH_HOST", ""), "the name of this worker's Docker host in the fleet: projects with this host run here (default: the machine's host name; letters, digits, '-' and '_')")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", envDuration(getenv, "BERTH_HEARTBEAT", 5*time.Second), "how often the worker tells the fleet it is alive (silent for three: down)")
+	fs.StringVar(&c.RedisURL, "redis-url", env("BERTH_REDIS_URL", ""), "Redis URL: redis://, rediss:// or unix:// for one server; redis+sentinel://host:26379,host:26379/master[/db] for Sentinel; redis+cluster://host:6379,host:6379 for a Cluster (docs/running.md)")
+	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", envInt(getenv, "BERTH_REDIS_WAIT_REPLICAS", 0), "Redis replicas that must acknowledge a write of configuration before it succeeds; 0: 1 with Sentinel and Cluster, none with one server; -1: none")
+	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", envDuration(getenv, "BERTH_REDIS_WAIT_TIMEOUT", store.DefaultWaitTimeout), "how long a write of configuration waits for its Redis replicas before it fails with store_unavailable")
 	fs.StringVar(&c.Prefix, "prefix", env("BERTH_PREFIX", events.DefaultPrefix), "subject prefix and Redis key prefix")
 	fs.StringVar(&c.StateDir, "state-dir", env("BERTH_STATE_DIR", ""), "directory for Berth's state (embedded NATS data in dev mode; releases and journals)")
 	fs.StringVar(&roots, "roots", env("BERTH_ROOTS", ""), "comma-separated directories that workspace and production paths must lie in")
@@ -247,6 +255,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Dev && (c.NATSURL != "" || c.RedisURL != "") {
 		errs = append(errs, errors.New("--dev runs its own NATS and Redis: drop --nats-url and --redis-url, or drop --dev"))
+	}
+	if c.RedisWaitTimeout < 0 {
+		errs = append(errs, errors.New("--redis-wait-timeout must not be negative"))
+	}
+	if c.RedisURL != "" {
+		if err := (store.Config{URL: c.RedisURL}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--redis-url: %w", err))
+		}
 	}
 	if !validPrefix(c.Prefix) {
 		errs = append(errs, fmt.Errorf("--prefix %q must be one subject token of letters, digits, '_' or '-'", c.Prefix))

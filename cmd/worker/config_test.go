@@ -43,10 +43,24 @@ func TestConfigRejectsWhatCannotWork(t *testing.T) {
 		"short ack wait":     {"--ack-wait", "10ms"},
 		"log format":         {"--log-format", "xml"},
 		"stray argument":     {"status"},
+		"cluster database":   {"--nats-url", "nats://a", "--redis-url", "redis+cluster://a:6379,b:6379/1", "--insecure-unsigned"},
+		"sentinel no master": {"--nats-url", "nats://a", "--redis-url", "redis+sentinel://a:26379", "--insecure-unsigned"},
+		"negative wait":      {"--redis-wait-timeout", "-1s"},
 	} {
 		if _, err := ParseConfig(args, env(nil)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestConfigRedisSentinel(t *testing.T) {
+	c, err := ParseConfig([]string{"--nats-url", "nats://a:4222", "--insecure-unsigned", "--redis-wait-timeout", "250ms"},
+		env(map[string]string{"BERTH_REDIS_URL": "redis+sentinel://s1:26379,s2:26379/mymaster", "BERTH_REDIS_WAIT_REPLICAS": "2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL != "redis+sentinel://s1:26379,s2:26379/mymaster" || c.RedisWaitReplicas != 2 || c.RedisWaitTimeout != 250*time.Millisecond {
+		t.Fatalf("config %+v", c)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
 	"github.com/berth-ops/berth/internal/testenv"
+	"github.com/berth-ops/berth/store"
 )
 
 // forFixtures runs f on each sample project (the minimal sample app and
@@ -281,7 +282,7 @@ func checkSettled(t *testing.T, h *harness, d *deployable, project string) {
 	if js, _ := filepath.Glob(filepath.Join(h.cfg.StateDir, "targets", "*", "journal.json")); len(js) > 0 {
 		t.Fatalf("journals left: %v", js)
 	}
-	if n := redisExists(t, h.cfg.RedisURL, "berth:lock:"+project); n != 0 {
+	if n := redisExists(t, h.cfg.RedisURL, store.NewKeys("berth:").Lock(project)); n != 0 {
 		t.Fatal("the project lock is still held")
 	}
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -439,7 +440,7 @@ func TestDockerOutageDuringUp(t *testing.T) {
 		t.Fatalf("result while the engine is away: %+v", res.Error)
 	}
 	// The lock is held: another mutation gets conflict.
-	if n := redisExists(t, h.cfg.RedisURL, "berth:lock:po"); n != 1 {
+	if n := redisExists(t, h.cfg.RedisURL, store.NewKeys("berth:").Lock("po")); n != 1 {
 		t.Fatal("the lock was released with the rollback pending")
 	}
 	time.Sleep(5 * time.Second)

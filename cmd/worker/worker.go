@@ -28,6 +28,24 @@ import (
 	"github.com/berth-ops/berth/store"
 )
 
+// migrateStore moves the Redis keys of the former layout to the current one
+// (store.Migrate), and says what it did.
+func migrateStore(ctx context.Context, st *store.Store, log zerolog.Logger) error {
+	mctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	m, err := st.Migrate(mctx)
+	if err != nil {
+		return fmt.Errorf("move the keys of the former layout: %w", err)
+	}
+	if m.Moved > 0 {
+		log.Info().Int("moved", m.Moved).Str("redis", st.Addr()).Msg("moved Redis keys of the former layout to their hash-slot names")
+	}
+	if len(m.Kept) > 0 {
+		log.Warn().Strs("keys", m.Kept).Msg("kept Redis keys of the former layout whose new names hold other values; nothing reads them, delete them when checked")
+	}
+	return nil
+}
+
 // Worker is a running worker: its connections and its intake.
 type Worker struct {
 	log    zerolog.Logger
@@ -94,7 +112,9 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	}
 	w.NATSURL = natsURL
 
-	if w.store, err = store.New(store.Config{URL: redisURL, Prefix: cfg.Prefix + ":"}); err != nil {
+	w.store, err = store.New(store.Config{URL: redisURL, Prefix: cfg.Prefix + ":",
+		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout})
+	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -103,7 +123,9 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	if err != nil {
 		// The worker still starts: read-only commands answer from Docker,
 		// mutations get store_unavailable until Redis is back.
-		log.Warn().Err(err).Msg("redis is not reachable yet")
+		log.Warn().Err(err).Msg("redis is not reachable yet; keys of the former layout are moved at the next start that reaches it")
+	} else if err := migrateStore(ctx, w.store, log); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
 	}
 
 	if w.engine, err = docker.New(); err != nil {

@@ -149,27 +149,38 @@ func (s *RedisServer) start() error {
 	if s.keep {
 		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
 	}
-	cmd := exec.Command(s.bin, append(append([]string{"--save", ""}, aof...),
+	cmd, done, err := startRedis(s.bin, append(append([]string{"--save", ""}, aof...),
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--logfile", logFile,
 		"--daemonize", "no",
-	)...)
-	if err := cmd.Start(); err != nil {
+	), s.URL, logFile)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	s.cmd, s.done = cmd, done
-
-	err := waitPing(s.URL, done)
-	if err != nil {
-		s.Stop()
-		log, _ := os.ReadFile(logFile)
-		return fmt.Errorf("%w; redis-server log:\n%s", err, log)
-	}
 	return nil
+}
+
+// startRedis runs bin (redis-server or redis-sentinel) with args and waits
+// until it answers PING at rawURL. done is closed when the process has
+// exited. When it does not answer, it is killed and the error holds its
+// log.
+func startRedis(bin string, args []string, rawURL, logFile string) (cmd *exec.Cmd, done chan struct{}, err error) {
+	cmd = exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	if err := waitPing(rawURL, done); err != nil {
+		_ = cmd.Process.Kill()
+		<-done
+		log, _ := os.ReadFile(logFile)
+		return nil, nil, fmt.Errorf("%w; %s log:\n%s", err, filepath.Base(bin), log)
+	}
+	return cmd, done, nil
 }
 
 // waitPing pings the Redis at rawURL until it answers, the process exits
