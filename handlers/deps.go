@@ -122,6 +122,8 @@ type Service struct {
 	ops activeOps
 	// stats are the containers' last resource samples.
 	stats statsSampler
+	// reports are the cached status reports last decoded.
+	reports decodedReports
 }
 
 // statusGens is a generation counter per project, and one for all of them,

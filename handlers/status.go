@@ -1,12 +1,14 @@
 package handlers
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -110,13 +112,12 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		// The store is down: neither read nor write the status cache.
 		cacheErr = "the store is unavailable: the status comes from Docker and the project configuration from the worker's memory"
 	} else if cs != nil {
-		var rep StatusReport
-		if jerr := json.Unmarshal(cs.Report, &rep); jerr == nil {
+		if rep, ok := s.reports.decode(p.Name, cs.Report); ok {
 			rep.Cached = true
 			at := cs.TakenAt
 			rep.CachedAt = &at
 			rep.refreshUptime(s.Now())
-			return &rep, nil
+			return rep, nil
 		}
 	}
 	gen := s.gens.get(p.Name)
@@ -254,6 +255,40 @@ func (r *StatusReport) refreshUptime(now time.Time) {
 			r.Services[i].UptimeS = int64(now.Sub(*st) / time.Second)
 		}
 	}
+}
+
+// decodedReports keeps, per project, the cached status report last
+// decoded: every cached status of a project answers from the same cache
+// entry until it expires, so one decoding serves them all.
+type decodedReports struct {
+	mu  sync.Mutex
+	per map[string]*decodedReport
+}
+
+type decodedReport struct {
+	raw []byte
+	rep StatusReport
+}
+
+// decode returns the report encoded in raw, a copy whose services the
+// caller may change; false when raw does not decode.
+func (d *decodedReports) decode(project string, raw []byte) (*StatusReport, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.per[project]
+	if e == nil || !bytes.Equal(e.raw, raw) {
+		e = &decodedReport{raw: bytes.Clone(raw)}
+		if err := json.Unmarshal(raw, &e.rep); err != nil {
+			return nil, false
+		}
+		if d.per == nil {
+			d.per = map[string]*decodedReport{}
+		}
+		d.per[project] = e
+	}
+	rep := e.rep
+	rep.Services = slices.Clone(e.rep.Services)
+	return &rep, true
 }
 
 // FormatPort renders a port as docker ps does: 127.0.0.1:49153->8080/tcp.

@@ -468,3 +468,24 @@ func TestStatusSamplesStatsAtMostOncePerInterval(t *testing.T) {
 		t.Fatalf("%d stats calls for 50 statuses of 2 containers, want 2", n)
 	}
 }
+
+func TestDecodedReportsAreCopies(t *testing.T) {
+	var d decodedReports
+	raw := []byte(`{"project":"app","services":[{"service":"web","state":"running","uptime_s":5}]}`)
+	a, ok := d.decode("app", raw)
+	if !ok {
+		t.Fatal("a valid report did not decode")
+	}
+	a.Services[0].UptimeS = 99
+	b, _ := d.decode("app", raw)
+	if b.Services[0].UptimeS != 5 {
+		t.Errorf("second decoding has uptime %d, want 5: the first caller's change leaked", b.Services[0].UptimeS)
+	}
+	c, _ := d.decode("app", []byte(`{"project":"app","services":[{"service":"web","state":"exited"}]}`))
+	if c.Services[0].State != "exited" {
+		t.Errorf("a new cache entry answered with the old one: %+v", c.Services[0])
+	}
+	if _, ok := d.decode("app", []byte(`{not json`)); ok {
+		t.Error("an unreadable entry decoded")
+	}
+}
