@@ -103,6 +103,15 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
 		return nil, err
 	}
+	// A refresh asks Docker whatever the cache holds: the containers of
+	// the compose project last read for the project are listed while its
+	// configuration is read, and again if that names another one.
+	var early <-chan containersRead
+	var earlyGen uint64
+	if compose, ok := s.known.composeProject(req.Project); ok && a.Refresh {
+		earlyGen = s.gens.get(req.Project)
+		early = s.readContainers(ctx, compose)
+	}
 	p, cs, configAt, err := s.load(ctx, req.Project, true, !a.Refresh)
 	if err != nil {
 		return nil, err
@@ -126,7 +135,15 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	defer cancel()
 	behind := make(chan *Behind, 1)
 	go func() { behind <- s.behind(bctx, p) }()
-	containers, err := s.Engine.Containers(ctx, p.ComposeProject)
+	var cr containersRead
+	if early != nil {
+		cr = <-early
+		gen = earlyGen // the read began then
+	}
+	if early == nil || cr.compose != p.ComposeProject {
+		cr.containers, cr.err = s.Engine.Containers(ctx, p.ComposeProject)
+	}
+	containers, err := cr.containers, cr.err
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +169,25 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		s.cacheStatus(ctx, p.Name, rep, gen)
 	}
 	return rep, nil
+}
+
+// containersRead is the outcome of listing a compose project's
+// containers.
+type containersRead struct {
+	compose    string
+	containers []berth.Container
+	err        error
+}
+
+// readContainers lists the containers of a compose project on a goroutine
+// of its own.
+func (s *Service) readContainers(ctx context.Context, compose string) <-chan containersRead {
+	ch := make(chan containersRead, 1)
+	go func() {
+		c, err := s.Engine.Containers(ctx, compose)
+		ch <- containersRead{compose: compose, containers: c, err: err}
+	}()
+	return ch
 }
 
 // liveRelease is the release production runs: the newest one deployed and

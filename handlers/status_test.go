@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -487,5 +489,48 @@ func TestDecodedReportsAreCopies(t *testing.T) {
 	}
 	if _, ok := d.decode("app", []byte(`{not json`)); ok {
 		t.Error("an unreadable entry decoded")
+	}
+}
+
+type composeRecorder struct {
+	*fakeEngine
+	mu    sync.Mutex
+	asked []string
+}
+
+func (r *composeRecorder) Containers(ctx context.Context, compose string) ([]berth.Container, error) {
+	r.mu.Lock()
+	r.asked = append(r.asked, compose)
+	r.mu.Unlock()
+	return r.fakeEngine.Containers(ctx, compose)
+}
+
+// A refresh lists the containers of the compose project last read while
+// it reads the configuration, and lists again when that changed.
+func TestStatusRefreshReadsDockerWhileItReadsTheConfig(t *testing.T) {
+	f := newFixture(t)
+	f.store.projects["po"] = sampleProject()
+	f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running"}}
+	rec := &composeRecorder{fakeEngine: f.engine}
+	f.svc.Engine = rec
+	status := func(args string) *StatusReport {
+		t.Helper()
+		out, err := f.svc.Status(t.Context(), &Request{Project: "po", Args: json.RawMessage(args)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*StatusReport)
+	}
+	status(`{}`)
+	status(`{"refresh":true}`)
+	moved := sampleProject()
+	moved.ComposeProject = "po2"
+	f.store.projects["po"] = moved
+	if rep := status(`{"refresh":true}`); rep.ComposeProject != "po2" {
+		t.Errorf("compose project %q, want po2", rep.ComposeProject)
+	}
+	status(`{"refresh":true}`)
+	if want := []string{"po", "po", "po", "po2", "po2"}; !slices.Equal(rec.asked, want) {
+		t.Errorf("Docker asked for %v, want %v", rec.asked, want)
 	}
 }
