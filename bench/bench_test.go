@@ -17,11 +17,12 @@ func BenchmarkStatusCached(b *testing.B) {
 	benchVariants(b, e.statusBerth(false, nil), e.floorRoundTrip(), e.composePS())
 }
 
-// BenchmarkStatusUncached is P2: status with refresh:true, and the Docker
-// API list + inspect.
+// BenchmarkStatusUncached is P2: status with refresh:true, the Docker API
+// list + inspect, and the echo floor's round trip (one in flight); the row
+// is (berth − echo_floor) / docker_api.
 func BenchmarkStatusUncached(b *testing.B) {
 	e := newEnv(b)
-	benchVariants(b, e.statusBerth(true, nil), e.dockerAPI())
+	benchVariants(b, e.statusBerth(true, nil), e.dockerAPI(), e.echoRoundTrip())
 }
 
 // BenchmarkDeployPlan is P3: filesync.Diff (in-process) and rsync
@@ -53,17 +54,23 @@ func BenchmarkLogsTail(b *testing.B) {
 	benchVariants(b, e.logsBerth(), e.logsDocker())
 }
 
-// BenchmarkStatusThroughput is P7: cached status commands per second with
-// 64 in flight, for 10 s after 3 s of warm-up, and the worker's peak RSS.
+// BenchmarkStatusThroughput is P7: cached status commands per second
+// with 32 in flight, against the echo floor (bench/echo: the same
+// JetStream round trip with nothing else) with the same load, alternated
+// over 4 rounds (A B, B A, …) of 2 s warm-up and 5 s counted each; the
+// ratio is the median of the rounds' Berth/echo.
 func BenchmarkStatusThroughput(b *testing.B) {
 	e := newEnv(b)
 	e.needApp()
 	b.ResetTimer()
-	r := e.statusLoad(b, 64, 3*time.Second, 10*time.Second)
-	b.ReportMetric(r.perSec, "status/s")
-	b.ReportMetric(float64(r.rssPeak)/(1<<20), "peak-RSS-MB")
-	b.ReportMetric(float64(r.workerCPUPerCmd)/float64(time.Microsecond), "worker-CPU-µs/cmd")
-	b.Log(r.cpu)
+	t := e.statusVsEcho(b, 4, 2*time.Second, 5*time.Second)
+	b.ReportMetric(medianOf(t.berth, perSec), "status/s")
+	b.ReportMetric(medianOf(t.echo, perSec), "echo/s")
+	b.ReportMetric(100*t.ratio(), "%-of-floor")
+	b.ReportMetric(medianOf(t.berth, rssPeak)/(1<<20), "peak-RSS-MB")
+	b.ReportMetric(medianOf(t.berth, cpuPerCmdUS), "worker-CPU-µs/cmd")
+	b.ReportMetric(medianOf(t.echo, cpuPerCmdUS), "echo-CPU-µs/cmd")
+	b.Log(t.note())
 	b.ReportMetric(0, "ns/op")
 }
 

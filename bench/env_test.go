@@ -55,6 +55,8 @@ type env struct {
 	flood *floodApp
 	floor *floor
 	tree  *tree
+	// echo is the echo floor of P7 and P2 (bench/echo), once started.
+	echo *echoProc
 }
 
 // newEnv starts NATS and Redis, builds the worker and starts it.
@@ -103,8 +105,10 @@ type workerProc struct {
 	cmd     *exec.Cmd
 	start   time.Time
 	ready   chan struct{}
-	readyIn time.Duration // from just before exec to reading "worker ready"
+	readyIn time.Duration // from just before exec to reading its ready line
 	done    chan struct{}
+	// readyLine is what its ready line contains.
+	readyLine []byte
 
 	mu  sync.Mutex
 	out []byte
@@ -123,11 +127,18 @@ const keepOutput = 256 << 10
 // "worker ready".
 func (e *env) startWorker(tb testing.TB) *workerProc {
 	tb.Helper()
-	p := &workerProc{ready: make(chan struct{}), done: make(chan struct{})}
-	p.cmd = exec.Command(e.bin,
+	return startProc(tb, []byte(`"worker ready"`), exec.Command(e.bin,
 		"--nats-url", e.ns.ClientURL(), "--redis-url", e.redisURL,
-		"--state-dir", tb.TempDir(), "--roots", e.roots, "--admins", admin, "--insecure-unsigned")
-	p.cmd.Env = append(os.Environ(), "BERTH_HTTP_ADDR=127.0.0.1:0")
+		"--state-dir", tb.TempDir(), "--roots", e.roots, "--admins", admin, "--insecure-unsigned"),
+		"BERTH_HTTP_ADDR=127.0.0.1:0")
+}
+
+// startProc starts cmd with the environment and env, and returns once it
+// has printed a line that contains readyLine.
+func startProc(tb testing.TB, readyLine []byte, cmd *exec.Cmd, env ...string) *workerProc {
+	tb.Helper()
+	p := &workerProc{ready: make(chan struct{}), done: make(chan struct{}), readyLine: readyLine, cmd: cmd}
+	p.cmd.Env = append(os.Environ(), env...)
 	r, w, err := os.Pipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -144,9 +155,9 @@ func (e *env) startWorker(tb testing.TB) *workerProc {
 	select {
 	case <-p.ready:
 	case <-p.done:
-		tb.Fatalf("worker exited before it was ready:\n%s", p.output())
+		tb.Fatalf("%s exited before it was ready:\n%s", filepath.Base(cmd.Path), p.output())
 	case <-time.After(60 * time.Second):
-		tb.Fatalf("worker not ready within 60s:\n%s", p.output())
+		tb.Fatalf("%s not ready within 60s:\n%s", filepath.Base(cmd.Path), p.output())
 	}
 	return p
 }
@@ -158,7 +169,7 @@ func (p *workerProc) read(r *os.File) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			if !readySeen && bytes.Contains(line, []byte(`"worker ready"`)) {
+			if !readySeen && bytes.Contains(line, p.readyLine) {
 				readySeen = true
 				p.readyIn = time.Since(p.start)
 				close(p.ready)

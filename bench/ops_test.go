@@ -375,17 +375,25 @@ type loadResult struct {
 	workerCPUPerCmd time.Duration
 }
 
-// statusLoad keeps conc cached status commands in flight (each publishes,
-// waits for its result, publishes the next) for warm, then counts the
-// results during dur while sampling the worker's RSS every 100 ms.
-func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadResult {
+// loadTarget is what a load runs against: the worker (Berth's cached
+// status of project app) or the echo floor, each a process of its own.
+type loadTarget struct {
+	name    string
+	prefix  string
+	project string
+	pid     int
+}
+
+// load keeps conc cached status commands in flight against t (each
+// publishes, waits for its result, publishes the next) for warm, then
+// counts the results during dur while sampling t's RSS every 100 ms.
+func (e *env) load(tb testing.TB, t loadTarget, conc int, warm, dur time.Duration) loadResult {
 	tb.Helper()
-	app := e.needApp()
 	nc, js := newNATSConn(tb, e.ns, "bench-load")
-	subj := events.NewSubjects("berth")
+	subj := events.NewSubjects(t.prefix)
 	var waiters sync.Map
 	// <prefix>.evt.<project>.<user token>.<id>.result
-	sub, err := nc.Subscribe(subj.Prefix+".evt."+app.project+"."+events.UserToken(admin)+".*.result", func(m *nats.Msg) {
+	sub, err := nc.Subscribe(subj.Prefix+".evt."+t.project+"."+events.UserToken(admin)+".*.result", func(m *nats.Msg) {
 		id := strings.Split(m.Subject, ".")[4]
 		if ch, ok := waiters.LoadAndDelete(id); ok {
 			ch.(chan *nats.Msg) <- m
@@ -403,9 +411,9 @@ func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadR
 	}
 
 	var r loadResult
-	r.rssBefore, _ = rssBytes(e.w.pid())
+	r.rssBefore, _ = rssBytes(t.pid)
 	sampleRSS := func() {
-		if rss, err := rssBytes(e.w.pid()); err == nil {
+		if rss, err := rssBytes(t.pid); err == nil {
 			r.rssPeak = max(r.rssPeak, rss)
 			r.rssEnd = rss
 		}
@@ -425,7 +433,7 @@ func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadR
 				id := e.cl.newID()
 				ch := make(chan *nats.Msg, 1)
 				waiters.Store(id, ch)
-				msg := &nats.Msg{Subject: subj.Command(app.project, events.ActionStatus), Header: nats.Header{},
+				msg := &nats.Msg{Subject: subj.Command(t.project, events.ActionStatus), Header: nats.Header{},
 					Data: []byte(`{"id":"` + id + `","user":"` + admin + `"}`)}
 				msg.Header.Set(jetstream.MsgIDHeader, id)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -438,12 +446,12 @@ func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadR
 				select {
 				case m := <-ch:
 					if !bytes.Contains(m.Data, []byte(`"ok":true`)) {
-						errc <- fmt.Errorf("status not ok: %s", m.Data)
+						errc <- fmt.Errorf("%s: status not ok: %s", t.name, m.Data)
 						return
 					}
 					done.Add(1)
 				case <-time.After(60 * time.Second):
-					errc <- fmt.Errorf("no result for %s within 60s", id)
+					errc <- fmt.Errorf("%s: no result for %s within 60s", t.name, id)
 					return
 				}
 			}
@@ -464,7 +472,7 @@ func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadR
 			sampleRSS()
 		}
 	}
-	cpu := newCPUMeter(map[string]int{"worker": e.w.pid(), "redis-server": findRedisPID(e.redisURL),
+	cpu := newCPUMeter(map[string]int{t.name: t.pid, "redis-server": findRedisPID(e.redisURL),
 		"bench process (nats-server + load)": os.Getpid()})
 	n0, t0 := done.Load(), time.Now()
 	for time.Since(t0) < dur {
@@ -477,9 +485,9 @@ func (e *env) statusLoad(tb testing.TB, conc int, warm, dur time.Duration) loadR
 	}
 	r.done, r.elapsed = done.Load()-n0, time.Since(t0)
 	r.perSec = float64(r.done) / r.elapsed.Seconds()
-	r.cpu = cpu.report("worker", "redis-server", "bench process (nats-server + load)")
+	r.cpu = cpu.report(t.name, "redis-server", "bench process (nats-server + load)")
 	if r.done > 0 {
-		r.workerCPUPerCmd = cpu.used("worker") / time.Duration(r.done)
+		r.workerCPUPerCmd = cpu.used(t.name) / time.Duration(r.done)
 	}
 	close(stop)
 	wg.Wait()

@@ -129,6 +129,8 @@ type Service struct {
 	ops activeOps
 	// stats are the containers' last resource samples.
 	stats statsSampler
+	// reports are the cached status reports last decoded.
+	reports decodedReports
 }
 
 // statusGens is a generation counter per project, and one for all of them,
@@ -252,8 +254,9 @@ type lastKnown struct {
 }
 
 type knownProject struct {
-	raw []byte // the configuration, JSON: every get returns a fresh copy
-	at  time.Time
+	raw     []byte // the configuration, JSON: every get returns a fresh copy
+	at      time.Time
+	compose string // its compose project
 }
 
 func (k *lastKnown) remember(p *berth.Project, at time.Time) {
@@ -266,7 +269,15 @@ func (k *lastKnown) remember(p *berth.Project, at time.Time) {
 	if k.m == nil {
 		k.m = map[string]knownProject{}
 	}
-	k.m[p.Name] = knownProject{raw: raw, at: at}
+	k.m[p.Name] = knownProject{raw: raw, at: at, compose: p.ComposeProject}
+}
+
+// composeProject is the compose project of the configuration last read.
+func (k *lastKnown) composeProject(name string) (string, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	kp, ok := k.m[name]
+	return kp.compose, ok && kp.compose != ""
 }
 
 func (k *lastKnown) forget(name string) {

@@ -1,12 +1,14 @@
 package handlers
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -101,6 +103,15 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	if err := events.DecodeArgs(req.Args, &a); err != nil {
 		return nil, err
 	}
+	// A refresh asks Docker whatever the cache holds: the containers of
+	// the compose project last read for the project are listed while its
+	// configuration is read, and again if that names another one.
+	var early <-chan containersRead
+	var earlyGen uint64
+	if compose, ok := s.known.composeProject(req.Project); ok && a.Refresh {
+		earlyGen = s.gens.get(req.Project)
+		early = s.readContainers(ctx, compose)
+	}
 	p, cs, configAt, err := s.load(ctx, req.Project, true, !a.Refresh)
 	if err != nil {
 		return nil, err
@@ -110,13 +121,12 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		// The store is down: neither read nor write the status cache.
 		cacheErr = "the store is unavailable: the status comes from Docker and the project configuration from the worker's memory"
 	} else if cs != nil {
-		var rep StatusReport
-		if jerr := json.Unmarshal(cs.Report, &rep); jerr == nil {
+		if rep, ok := s.reports.decode(p.Name, cs.Report); ok {
 			rep.Cached = true
 			at := cs.TakenAt
 			rep.CachedAt = &at
 			rep.refreshUptime(s.Now())
-			return &rep, nil
+			return rep, nil
 		}
 	}
 	gen := s.gens.get(p.Name)
@@ -125,7 +135,15 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 	defer cancel()
 	behind := make(chan *Behind, 1)
 	go func() { behind <- s.behind(bctx, p) }()
-	containers, err := s.Engine.Containers(ctx, p.ComposeProject)
+	var cr containersRead
+	if early != nil {
+		cr = <-early
+		gen = earlyGen // the read began then
+	}
+	if early == nil || cr.compose != p.ComposeProject {
+		cr.containers, cr.err = s.Engine.Containers(ctx, p.ComposeProject)
+	}
+	containers, err := cr.containers, cr.err
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +169,25 @@ func (s *Service) Status(ctx context.Context, req *Request, _ Reporter) (any, er
 		s.cacheStatus(ctx, p.Name, rep, gen)
 	}
 	return rep, nil
+}
+
+// containersRead is the outcome of listing a compose project's
+// containers.
+type containersRead struct {
+	compose    string
+	containers []berth.Container
+	err        error
+}
+
+// readContainers lists the containers of a compose project on a goroutine
+// of its own.
+func (s *Service) readContainers(ctx context.Context, compose string) <-chan containersRead {
+	ch := make(chan containersRead, 1)
+	go func() {
+		c, err := s.Engine.Containers(ctx, compose)
+		ch <- containersRead{compose: compose, containers: c, err: err}
+	}()
+	return ch
 }
 
 // liveRelease is the release production runs: the newest one deployed and
@@ -254,6 +291,40 @@ func (r *StatusReport) refreshUptime(now time.Time) {
 			r.Services[i].UptimeS = int64(now.Sub(*st) / time.Second)
 		}
 	}
+}
+
+// decodedReports keeps, per project, the cached status report last
+// decoded: every cached status of a project answers from the same cache
+// entry until it expires, so one decoding serves them all.
+type decodedReports struct {
+	mu  sync.Mutex
+	per map[string]*decodedReport
+}
+
+type decodedReport struct {
+	raw []byte
+	rep StatusReport
+}
+
+// decode returns the report encoded in raw, a copy whose services the
+// caller may change; false when raw does not decode.
+func (d *decodedReports) decode(project string, raw []byte) (*StatusReport, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.per[project]
+	if e == nil || !bytes.Equal(e.raw, raw) {
+		e = &decodedReport{raw: bytes.Clone(raw)}
+		if err := json.Unmarshal(raw, &e.rep); err != nil {
+			return nil, false
+		}
+		if d.per == nil {
+			d.per = map[string]*decodedReport{}
+		}
+		d.per[project] = e
+	}
+	rep := e.rep
+	rep.Services = slices.Clone(e.rep.Services)
+	return &rep, true
 }
 
 // FormatPort renders a port as docker ps does: 127.0.0.1:49153->8080/tcp.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -466,5 +468,69 @@ func TestStatusSamplesStatsAtMostOncePerInterval(t *testing.T) {
 	}
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d stats calls for 50 statuses of 2 containers, want 2", n)
+	}
+}
+
+func TestDecodedReportsAreCopies(t *testing.T) {
+	var d decodedReports
+	raw := []byte(`{"project":"app","services":[{"service":"web","state":"running","uptime_s":5}]}`)
+	a, ok := d.decode("app", raw)
+	if !ok {
+		t.Fatal("a valid report did not decode")
+	}
+	a.Services[0].UptimeS = 99
+	b, _ := d.decode("app", raw)
+	if b.Services[0].UptimeS != 5 {
+		t.Errorf("second decoding has uptime %d, want 5: the first caller's change leaked", b.Services[0].UptimeS)
+	}
+	c, _ := d.decode("app", []byte(`{"project":"app","services":[{"service":"web","state":"exited"}]}`))
+	if c.Services[0].State != "exited" {
+		t.Errorf("a new cache entry answered with the old one: %+v", c.Services[0])
+	}
+	if _, ok := d.decode("app", []byte(`{not json`)); ok {
+		t.Error("an unreadable entry decoded")
+	}
+}
+
+type composeRecorder struct {
+	*fakeEngine
+	mu    sync.Mutex
+	asked []string
+}
+
+func (r *composeRecorder) Containers(ctx context.Context, compose string) ([]berth.Container, error) {
+	r.mu.Lock()
+	r.asked = append(r.asked, compose)
+	r.mu.Unlock()
+	return r.fakeEngine.Containers(ctx, compose)
+}
+
+// A refresh lists the containers of the compose project last read while
+// it reads the configuration, and lists again when that changed.
+func TestStatusRefreshReadsDockerWhileItReadsTheConfig(t *testing.T) {
+	f := newFixture(t)
+	f.store.projects["po"] = sampleProject()
+	f.engine.containers = []berth.Container{{Service: "web", Name: "po-web-1", State: "running"}}
+	rec := &composeRecorder{fakeEngine: f.engine}
+	f.svc.Engine = rec
+	status := func(args string) *StatusReport {
+		t.Helper()
+		out, err := f.svc.Status(t.Context(), &Request{Project: "po", Args: json.RawMessage(args)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*StatusReport)
+	}
+	status(`{}`)
+	status(`{"refresh":true}`)
+	moved := sampleProject()
+	moved.ComposeProject = "po2"
+	f.store.projects["po"] = moved
+	if rep := status(`{"refresh":true}`); rep.ComposeProject != "po2" {
+		t.Errorf("compose project %q, want po2", rep.ComposeProject)
+	}
+	status(`{"refresh":true}`)
+	if want := []string{"po", "po", "po", "po2", "po2"}; !slices.Equal(rec.asked, want) {
+		t.Errorf("Docker asked for %v, want %v", rec.asked, want)
 	}
 }
