@@ -188,6 +188,12 @@ func hostPort(h, defPort string) (string, error) {
 
 // newClient returns the client of t with the timeouts of cfg, tuned so
 // that an operation fails fast while Redis is down or fails over (see New).
+// resp2 is the protocol the store speaks unless the URL asks for another:
+// it uses no RESP3 feature, and on RESP3 go-redis looks for push
+// notifications around every command, about 6 % of the worker's CPU under
+// a load of cached status commands (bench P7).
+const resp2 = 2
+
 func newClient(t target, cfg Config) redis.UniversalClient {
 	if t.mode == Single {
 		o := t.single
@@ -200,6 +206,9 @@ func newClient(t target, cfg Config) redis.UniversalClient {
 		if o.DialerRetries == 0 {
 			o.DialerRetries = 1
 		}
+		if o.Protocol == 0 {
+			o.Protocol = resp2
+		}
 		return redis.NewClient(o)
 	}
 	o := *t.multi
@@ -209,5 +218,8 @@ func newClient(t target, cfg Config) redis.UniversalClient {
 	// Commands go to the master: a replica may lag, and a config read
 	// right after its write must see it.
 	o.ReadOnly, o.RouteByLatency, o.RouteRandomly = false, false, false
+	if o.Protocol == 0 {
+		o.Protocol = resp2
+	}
 	return redis.NewUniversalClient(&o)
 }

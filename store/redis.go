@@ -141,13 +141,6 @@ func New(cfg Config) (*Store, error) {
 	case wait == 0 && t.mode != Single:
 		wait = 1
 	}
-	if opts.Protocol == 0 {
-		// RESP2 unless the URL asks for another: the store uses no RESP3
-		// feature, and on RESP3 go-redis looks for push notifications
-		// around every command, about 6 % of the worker's CPU under a load
-		// of cached status commands (bench P7).
-		opts.Protocol = 2
-	}
 	return &Store{
 		rdb:          newClient(t, cfg),
 		mode:         t.mode,
