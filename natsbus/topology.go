@@ -29,7 +29,9 @@ type Topology struct {
 	EventMaxAge   time.Duration
 	EventMaxBytes int64
 	AuditMaxAge   time.Duration
-	// Replicas of both streams (1 on a single server).
+	// Replicas is how many servers keep each stream and consumer: 1 on a
+	// single server; 3 (or 5) on a cluster, which then loses no command,
+	// event or delivery state when one server (two) of them dies.
 	Replicas int
 }
 
@@ -77,7 +79,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.CommandStream, err)
+		return nil, nil, t.streamError(t.CommandStream, err)
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        t.EventStream,
@@ -92,7 +94,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.EventStream, err)
+		return nil, nil, t.streamError(t.EventStream, err)
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        t.AuditStream,
@@ -105,7 +107,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.AuditStream, err)
+		return nil, nil, t.streamError(t.AuditStream, err)
 	}
 	fast, err = t.consumer(ctx, js, t.FastConsumer, "read-only commands: "+fmt.Sprint(events.FastActions()), events.FastActions(), 256)
 	if err != nil {
@@ -128,6 +130,10 @@ func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, de
 		MaxDeliver:     t.MaxDeliver,
 		MaxAckPending:  maxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// A work-queue stream's consumers must have its replica count;
+		// said here rather than inherited, so that a stream scaled up or
+		// down takes its consumers along on the next start.
+		Replicas: t.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("declare consumer %s: %w", name, err)

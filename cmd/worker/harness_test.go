@@ -77,7 +77,7 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	}
 	cfg := &Config{
 		NATSURL: natsURL, RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots, Admins: admins,
-		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
+		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second, Replicas: 1,
 		LogLevel: "debug", LogFormat: "json",
 		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,
 		// Tests that need signing set SignSecrets or SignKeys.

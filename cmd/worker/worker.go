@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	subjects := events.NewSubjects(cfg.Prefix)
 	host, _ := os.Hostname()
 	topo := natsbus.DefaultTopology(subjects)
-	topo.AckWait = cfg.AckWait
+	topo.AckWait, topo.Replicas = cfg.AckWait, cfg.Replicas
 	verifier := &auth.Verifier{Secrets: cfg.SignSecrets, Keys: cfg.SignKeys, Window: cfg.SignWindow}
 	admission := &handlers.Admission{Mux: mux, Subjects: subjects, Verifier: verifier, Authorize: svc.Authorize,
 		ClaimSignature: w.store.ClaimSignature, SignatureWindow: cfg.SignWindow}
