@@ -36,7 +36,13 @@ const (
 	errCodeNoPeers              = 10005 // no suitable peers for placement
 	errCodeInsufficientResource = 10023
 	errCodeReplicasUnclustered  = 10074 // replicas > 1 not supported in non-clustered mode
+	errCodeReplicasExceedStream = 10126 // consumer config replica count exceeds parent stream
 )
+
+func isAPIError(err error, code jetstream.ErrorCode) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == code
+}
 
 // ValidReplicas reports whether n is a replica count Berth declares: an
 // odd count of 1, 3 or 5, as JetStream's Raft groups want a majority.

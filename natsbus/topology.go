@@ -121,7 +121,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 }
 
 func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, desc string, actions []string, maxAckPending int) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, t.CommandStream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:        name,
 		Description:    desc,
 		FilterSubjects: t.commandSubjects(actions),
@@ -134,7 +134,18 @@ func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, de
 		// said here rather than inherited, so that a stream scaled up or
 		// down takes its consumers along on the next start.
 		Replicas: t.Replicas,
-	})
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, t.CommandStream, cfg)
+	// A stream just scaled up takes a moment to show its new replica
+	// count to the consumers' check.
+	for wait := 10 * time.Second; isAPIError(err, errCodeReplicasExceedStream) && wait > 0; wait -= 250 * time.Millisecond {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("declare consumer %s: %w", name, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+		c, err = js.CreateOrUpdateConsumer(ctx, t.CommandStream, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("declare consumer %s: %w", name, err)
 	}
