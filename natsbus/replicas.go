@@ -36,6 +36,7 @@ const (
 	errCodeNoPeers              = 10005 // no suitable peers for placement
 	errCodeInsufficientResource = 10023
 	errCodeReplicasUnclustered  = 10074 // replicas > 1 not supported in non-clustered mode
+	errCodeClusterUnavailable   = 10008 // JetStream system temporarily unavailable
 	errCodeReplicasExceedStream = 10126 // consumer config replica count exceeds parent stream
 )
 
