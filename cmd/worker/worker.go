@@ -202,7 +202,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	if err := w.startQueries(qcfg); err != nil {
 		return nil, err
 	}
-	log.Info().Str("nats", natsURL).Str("prefix", cfg.Prefix).Strs("roots", cfg.Roots).Str("state_dir", cfg.StateDir).
+	log.Info().Str("nats", natsURL).Str("server", w.nc.ConnectedUrlRedacted()).Str("prefix", cfg.Prefix).Strs("roots", cfg.Roots).Str("state_dir", cfg.StateDir).
 		Strs("actions", mux.Actions()).Msg("worker ready")
 	return w, nil
 }

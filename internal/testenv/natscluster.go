@@ -139,6 +139,16 @@ func (c *NATSCluster) Index(name string) int {
 	return -1
 }
 
+// IndexURL returns the index of the node whose client URL is url, or -1.
+func (c *NATSCluster) IndexURL(url string) int {
+	for i, n := range c.Nodes {
+		if n.URL() == url {
+			return i
+		}
+	}
+	return -1
+}
+
 // Kill kills node i with SIGKILL: no goodbye to clients, no Raft
 // leadership handed over.
 func (c *NATSCluster) Kill(i int) {
