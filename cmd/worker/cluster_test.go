@@ -121,6 +121,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	t.Logf("killed %s (the worker was connected to %s; BERTH_CMD leader now %s)", cluster.Nodes[other].Name(), connectedServer(p), streamLeader(t, h.js, "BERTH_CMD"))
 	pubs.Wait()
 	cluster.Restart(other)
+	cluster.WaitJetStream(other, 30*time.Second)
 
 	// Every request ends with exactly one result event in the stream.
 	results := map[string]uint64{}
@@ -283,18 +284,23 @@ func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 }
 
 // storedResultsOf counts the result events per request id of a project in
-// BERTH_EVT.
+// BERTH_EVT. It asks again while the stream does not answer (a leader election).
 func storedResultsOf(t *testing.T, h *harness, project string) map[string]uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := h.js.Stream(ctx, "BERTH_EVT")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(h.subjects.Prefix+".evt."+project+".*.*."+string(events.KindResult)))
-	if err != nil {
-		t.Fatal(err)
+	var info *jetstream.StreamInfo
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := h.js.Stream(ctx, "BERTH_EVT")
+		if err == nil {
+			info, err = st.Info(ctx, jetstream.WithSubjectFilter(h.subjects.Prefix+".evt."+project+".*.*."+string(events.KindResult)))
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("results of %s: %v", project, err)
+		}
 	}
 	out := map[string]uint64{}
 	for subj, n := range info.State.Subjects {
