@@ -213,12 +213,13 @@ func connectedServer(p *proc) string {
 	return server
 }
 
-// warnings counts the worker's warning and error messages.
+// warnings counts the worker's warning and error messages, with their
+// errors.
 func warnings(p *proc) map[string]int {
 	out := map[string]int{}
 	for _, l := range procLogLines(p) {
 		if l.Level == "warn" || l.Level == "error" {
-			out[l.Message]++
+			out[strings.TrimSuffix(l.Message+": "+l.Error, ": ")]++
 		}
 	}
 	return out
@@ -229,6 +230,7 @@ type procLogLine struct {
 	Message   string `json:"message"`
 	RequestID string `json:"request_id"`
 	Server    string `json:"server"`
+	Error     string `json:"error"`
 }
 
 func procLogLines(p *proc) []procLogLine {
