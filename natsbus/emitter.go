@@ -76,7 +76,7 @@ func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, 
 		// may take.
 		var err error
 		deadline := time.Now().Add(leaderChangeBudget)
-		for attempt, failures := 0, 0; ; attempt++ {
+		for failures := 0; ; {
 			wake := e.reconnected.wait()
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			go func() {
