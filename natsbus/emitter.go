@@ -30,6 +30,21 @@ var _ handlers.Emitter = (*Emitter)(nil)
 // connection voided is published again.
 const asyncRepublishes = 8
 
+// leaderChangeBudget bounds how long a publish or an ack is retried while
+// JetStream does not answer: a killed stream or consumer leader is
+// replaced after the Raft election timeout (4 to 9 s on nats-server).
+const leaderChangeBudget = 30 * time.Second
+
+// transient reports whether err may go away by itself: no answer, nobody
+// to answer (a stopping server, a stream or consumer without a leader
+// yet), or JetStream saying it is briefly unavailable.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		isAPIError(err, errCodeClusterUnavailable)
+}
+
 // NewEmitter returns an Emitter on nc; a non-empty eventSecret signs every
 // event and reply it publishes.
 func NewEmitter(nc *nats.Conn, js jetstream.JetStream, eventSecret []byte) *Emitter {
@@ -55,9 +70,13 @@ func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, 
 		// A publish retried after a lost ack is deduplicated by its id.
 		// One sent just before the connection broke is never answered:
 		// it is sent again as soon as the connection is back, without
-		// counting as a failure.
+		// counting as a failure. On a cluster, a stream whose leader died
+		// answers nobody until its followers elect another (seconds):
+		// the publish is retried, with the same id, for as long as that
+		// may take.
 		var err error
-		for attempt, failures := 0, 0; failures < 3 && attempt < 10; attempt++ {
+		deadline := time.Now().Add(leaderChangeBudget)
+		for failures := 0; ; {
 			wake := e.reconnected.wait()
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			go func() {
@@ -78,15 +97,12 @@ func (e *Emitter) Emit(ctx context.Context, subject, msgID string, body []byte, 
 			default:
 			}
 			failures++
-			wait := time.Duration(failures) * 200 * time.Millisecond
-			if errors.Is(err, jetstream.ErrNoStreamResponse) {
-				// The server is stopping (or the stream is not there yet):
-				// the next connection is worth waiting for.
-				wait = 5 * time.Second
+			if time.Now().After(deadline) || (!transient(err) && failures >= 3) {
+				break
 			}
 			select {
 			case <-wake:
-			case <-time.After(wait):
+			case <-time.After(min(time.Duration(failures)*250*time.Millisecond, 2*time.Second)):
 			case <-ctx.Done():
 			}
 		}

@@ -335,8 +335,12 @@ func (in *Intake) handle(ctx context.Context, m jetstream.Msg, free func(), del 
 // just before the connection broke gets no answer, and a stopping server
 // answers that nobody is there: either way the ack is sent again on the
 // next connection, rather than waited out (the request's timeout) while
-// the command holds its slot, or left to a redelivery.
+// the command holds its slot, or left to a redelivery. On a cluster the
+// consumer's leader may die with the ack on its way, or not be elected
+// yet: the ack is sent again, shortly, until the new leader confirms it
+// (an ack is idempotent) or ctx ends.
 func (in *Intake) ack(ctx context.Context, m jetstream.Msg) error {
+	deadline := time.Now().Add(leaderChangeBudget)
 	for attempt := 1; ; attempt++ {
 		wake := in.reconnected.wait()
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -349,7 +353,7 @@ func (in *Intake) ack(ctx context.Context, m jetstream.Msg) error {
 		}()
 		err := m.DoubleAck(actx)
 		cancel()
-		if err == nil || attempt == 3 || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		select {
@@ -357,13 +361,12 @@ func (in *Intake) ack(ctx context.Context, m jetstream.Msg) error {
 			continue
 		default:
 		}
-		if !errors.Is(err, nats.ErrNoResponders) {
+		if !transient(err) || time.Now().After(deadline) {
 			return err
 		}
 		select {
 		case <-wake:
-		case <-time.After(10 * time.Second):
-			return err
+		case <-time.After(min(time.Duration(attempt)*250*time.Millisecond, 2*time.Second)):
 		case <-ctx.Done():
 			return err
 		}

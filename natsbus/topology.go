@@ -34,7 +34,9 @@ type Topology struct {
 	EventMaxAge   time.Duration
 	EventMaxBytes int64
 	AuditMaxAge   time.Duration
-	// Replicas of both streams (1 on a single server).
+	// Replicas is how many servers keep each stream and consumer: 1 on a
+	// single server; 3 (or 5) on a cluster, which then loses no command,
+	// event or delivery state when one server (two) of them dies.
 	Replicas int
 }
 
@@ -84,7 +86,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.CommandStream, err)
+		return nil, nil, t.streamError(t.CommandStream, err)
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        t.EventStream,
@@ -99,7 +101,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.EventStream, err)
+		return nil, nil, t.streamError(t.EventStream, err)
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        t.AuditStream,
@@ -112,7 +114,7 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.AuditStream, err)
+		return nil, nil, t.streamError(t.AuditStream, err)
 	}
 	fast, err = t.consumer(ctx, js, t.FastConsumer, "read-only commands: "+fmt.Sprint(events.FastActions()), events.FastActions(), 256)
 	if err != nil {
@@ -174,7 +176,7 @@ func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, de
 }
 
 func (t Topology) durable(ctx context.Context, js jetstream.JetStream, stream, name, desc string, filters []string, maxAckPending int) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:        name,
 		Description:    desc,
 		FilterSubjects: filters,
@@ -183,7 +185,22 @@ func (t Topology) durable(ctx context.Context, js jetstream.JetStream, stream, n
 		MaxDeliver:     t.MaxDeliver,
 		MaxAckPending:  maxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+		// A work-queue stream's consumers must have its replica count;
+		// said here rather than inherited, so that a stream scaled up or
+		// down takes its consumers along on the next start.
+		Replicas: t.Replicas,
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	// A stream just scaled up takes a moment to show its new replica
+	// count to the consumers' check.
+	for wait := 10 * time.Second; isAPIError(err, errCodeReplicasExceedStream) && wait > 0; wait -= 250 * time.Millisecond {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("declare consumer %s: %w", name, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+		c, err = js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("declare consumer %s: %w", name, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
+	"github.com/berth-ops/berth/natsbus"
 	"github.com/berth-ops/berth/store"
 )
 
@@ -52,8 +53,10 @@ type Config struct {
 	SlowSlots         int
 	Grace             time.Duration
 	AckWait           time.Duration
-	LogLevel          string
-	LogFormat         string
+	// Replicas is how many NATS servers keep each stream and consumer.
+	Replicas  int
+	LogLevel  string
+	LogFormat string
 	// HTTPAddr is where /metrics, /healthz and /readyz are served; empty
 	// (or "off") disables the HTTP server.
 	HTTPAddr string
@@ -120,6 +123,7 @@ func ParseConfig(args []string, getenv func(string) string) (*Config, error) {
 	fs.IntVar(&c.SlowSlots, "slow-slots", envInt(getenv, "BERTH_SLOW_SLOTS", 4), "mutations worked on at once")
 	fs.DurationVar(&c.Grace, "grace", envDuration(getenv, "BERTH_GRACE", 30*time.Second), "how long in-flight work may finish on shutdown")
 	fs.DurationVar(&c.AckWait, "ack-wait", envDuration(getenv, "BERTH_ACK_WAIT", 30*time.Second), "JetStream AckWait of the command consumers")
+	fs.IntVar(&c.Replicas, "replicas", envInt(getenv, "BERTH_REPLICAS", 1), "how many NATS servers keep each stream and consumer: 1 on a single server, 3 (or 5) on a JetStream cluster of at least that many servers")
 	fs.StringVar(&c.LogLevel, "log-level", env("BERTH_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", env("BERTH_LOG_FORMAT", "json"), "json, or console for people")
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("BERTH_HTTP_ADDR", "127.0.0.1:9090"), `host:port of the HTTP server for /metrics, /healthz and /readyz; "" or "off" disables it`)
@@ -289,6 +293,12 @@ func (c *Config) Validate() error {
 	}
 	if c.UndoWait < 0 {
 		errs = append(errs, errors.New("--undo-wait must not be negative"))
+	}
+	if !natsbus.ValidReplicas(c.Replicas) {
+		errs = append(errs, fmt.Errorf("--replicas %d must be 1 (a single NATS server), 3 or 5 (a JetStream cluster of at least that many servers)", c.Replicas))
+	}
+	if c.Dev && c.Replicas != 1 {
+		errs = append(errs, errors.New("--dev runs one embedded NATS server, which keeps one copy: drop --replicas"))
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, errors.New("--ack-wait must be at least 1s"))

@@ -13,7 +13,7 @@ func TestConfigDevIsTheDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Dev || c.DevNATS != "127.0.0.1:4222" || strings.Join(c.Roots, ",") == "" || !strings.HasSuffix(c.StateDir, ".berth") {
+	if !c.Dev || c.DevNATS != "127.0.0.1:4222" || c.Replicas != 1 || strings.Join(c.Roots, ",") == "" || !strings.HasSuffix(c.StateDir, ".berth") {
 		t.Fatalf("dev default %+v", c)
 	}
 }
@@ -21,12 +21,12 @@ func TestConfigDevIsTheDefault(t *testing.T) {
 func TestConfigFlagsWinOverEnvironment(t *testing.T) {
 	c, err := ParseConfig([]string{"--nats-url", "nats://a:4222", "--roots", "/srv/a, /srv/b", "--status-ttl", "3s"},
 		env(map[string]string{"BERTH_NATS_URL": "nats://env:4222", "BERTH_REDIS_URL": "redis://r:6379", "BERTH_SLOW_SLOTS": "2",
-			"BERTH_INSECURE_UNSIGNED": "1"}))
+			"BERTH_INSECURE_UNSIGNED": "1", "BERTH_REPLICAS": "3"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Dev || c.NATSURL != "nats://a:4222" || c.RedisURL != "redis://r:6379" || c.SlowSlots != 2 ||
-		c.StatusTTL != 3*time.Second || strings.Join(c.Roots, ",") != "/srv/a,/srv/b" || c.StateDir != "/var/lib/berth" {
+		c.StatusTTL != 3*time.Second || c.Replicas != 3 || strings.Join(c.Roots, ",") != "/srv/a,/srv/b" || c.StateDir != "/var/lib/berth" {
 		t.Fatalf("config %+v", c)
 	}
 }
@@ -41,6 +41,8 @@ func TestConfigRejectsWhatCannotWork(t *testing.T) {
 		"creds and nkey":     {"--nats-creds", "a", "--nats-nkey", "b"},
 		"no slots":           {"--fast-slots", "0"},
 		"short ack wait":     {"--ack-wait", "10ms"},
+		"even replicas":      {"--replicas", "2"},
+		"dev replicas":       {"--replicas", "3"},
 		"log format":         {"--log-format", "xml"},
 		"stray argument":     {"status"},
 		"cluster database":   {"--nats-url", "nats://a", "--redis-url", "redis+cluster://a:6379,b:6379/1", "--insecure-unsigned"},

@@ -77,7 +77,7 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	}
 	cfg := &Config{
 		NATSURL: natsURL, RedisURL: redisURL, Prefix: "berth", StateDir: t.TempDir(), Roots: roots, Admins: admins,
-		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second,
+		StatusTTL: 30 * time.Second, FastSlots: 8, SlowSlots: 2, Grace: 5 * time.Second, AckWait: 3 * time.Second, Replicas: 1,
 		LogLevel: "debug", LogFormat: "json",
 		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,
 		// Tests that need signing set SignSecrets or SignKeys.
@@ -109,7 +109,8 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 // configureBare configures project on a production directory holding
 // only a compose file (strategy symlink): enough for the commands that do
 // not touch containers (history, config), without bringing anything up.
-func (h *harness) configureBare(project string) {
+// It returns the directory.
+func (h *harness) configureBare(project string) string {
 	h.t.Helper()
 	dir := filepath.Join(h.cfg.Roots[0], "bare-"+project+"-"+strings.ReplaceAll(uuid.NewString(), "-", "")[:8])
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -122,6 +123,7 @@ func (h *harness) configureBare(project string) {
 	res, _ := h.send(project, events.ActionConfigSet, events.Command{User: "test:admin", Args: json.RawMessage(
 		`{"workspace":"` + dir + `","production":"` + dir + `","compose_project":"` + project + `-bare","strategy":"symlink"}`)})
 	mustOK(h.t, res)
+	return dir
 }
 
 // start starts (or restarts) the worker.

@@ -6,11 +6,15 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/berth-ops/berth/internal/testenv"
 )
 
 // TestMain keeps go-redis's own dial-failure lines (the outage tests cause
-// many) out of the test output.
+// many) out of the test output. It serves as a NATS cluster node when
+// testenv started this binary as one.
 func TestMain(m *testing.M) {
+	testenv.ServeNATSNode()
 	redis.SetLogger(quietRedis{})
 	os.Exit(m.Run())
 }

@@ -173,7 +173,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	subjects := events.NewSubjects(cfg.Prefix)
 	host, _ := os.Hostname()
 	topo := natsbus.DefaultTopology(subjects)
-	topo.AckWait = cfg.AckWait
+	topo.AckWait, topo.Replicas = cfg.AckWait, cfg.Replicas
 	workerID := fmt.Sprintf("%s/%d", host, os.Getpid())
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	fleet, err := natsbus.OpenFleet(fctx, js, topo, berth.WorkerInfo{Host: cfg.Host, Worker: workerID, Version: Version(),
@@ -253,7 +253,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	if err := w.startQueries(qcfg); err != nil {
 		return nil, err
 	}
-	log.Info().Str("nats", natsURL).Str("prefix", cfg.Prefix).Strs("roots", cfg.Roots).Str("state_dir", cfg.StateDir).
+	log.Info().Str("nats", natsURL).Str("server", w.nc.ConnectedUrlRedacted()).Str("prefix", cfg.Prefix).Strs("roots", cfg.Roots).Str("state_dir", cfg.StateDir).
 		Strs("actions", mux.Actions()).Msg("worker ready")
 	return w, nil
 }
