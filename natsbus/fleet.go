@@ -95,8 +95,23 @@ func (f *Fleet) put(ctx context.Context, stopped *time.Time) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.kv.Put(ctx, w.Host, b)
-	return err
+	// On a cluster a put sent while the bucket's leader changes (a node
+	// lost, the bucket scaled) is never answered: each attempt gets a
+	// short deadline and a transient failure is retried until ctx ends.
+	// A put is idempotent.
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = f.kv.Put(pctx, w.Host, b)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Workers lists every worker the fleet has heard of, by host, read

@@ -116,6 +116,12 @@ func (t Topology) Declare(ctx context.Context, js jetstream.JetStream) (fast, sl
 	if err != nil {
 		return nil, nil, t.streamError(t.AuditStream, err)
 	}
+	// Every stream before any consumer: a stream scaled up takes a while
+	// (about ten seconds) to accept consumers of its new replica count,
+	// and the streams converge at the same time.
+	if err := t.routeStream(ctx, js); err != nil {
+		return nil, nil, t.streamError(t.RouteStream, err)
+	}
 	fast, err = t.consumer(ctx, js, t.FastConsumer, "read-only commands: "+fmt.Sprint(events.FastActions()), events.FastActions(), 256)
 	if err != nil {
 		return nil, nil, err
@@ -138,19 +144,8 @@ func (t Topology) HostConsumers(host string) (fast, slow string) {
 // two hosts never overlap, as a work-queue stream requires. Commands
 // routed to a host whose worker is down wait in the stream.
 func (t Topology) DeclareHost(ctx context.Context, js jetstream.JetStream, host string) (fast, slow jetstream.Consumer, err error) {
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        t.RouteStream,
-		Description: "Berth commands routed to the worker of their project's host (work queue)",
-		Subjects:    []string{t.Subjects.AllHostCommands()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  10 * time.Minute,
-		MaxAge:      24 * time.Hour,
-		MaxMsgSize:  1 << 20,
-		Replicas:    t.Replicas,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("declare stream %s: %w", t.RouteStream, err)
+	if err := t.routeStream(ctx, js); err != nil {
+		return nil, nil, t.streamError(t.RouteStream, err)
 	}
 	fastName, slowName := t.HostConsumers(host)
 	hostSubjects := func(actions []string) []string {
@@ -169,6 +164,23 @@ func (t Topology) DeclareHost(ctx context.Context, js jetstream.JetStream, host 
 		return nil, nil, err
 	}
 	return fast, slow, nil
+}
+
+// routeStream creates or updates the stream of the commands routed to a
+// host.
+func (t Topology) routeStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        t.RouteStream,
+		Description: "Berth commands routed to the worker of their project's host (work queue)",
+		Subjects:    []string{t.Subjects.AllHostCommands()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+		MaxAge:      24 * time.Hour,
+		MaxMsgSize:  1 << 20,
+		Replicas:    t.Replicas,
+	})
+	return err
 }
 
 func (t Topology) consumer(ctx context.Context, js jetstream.JetStream, name, desc string, actions []string, maxAckPending int) (jetstream.Consumer, error) {
@@ -191,9 +203,10 @@ func (t Topology) durable(ctx context.Context, js jetstream.JetStream, stream, n
 		Replicas: t.Replicas,
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
-	// A stream just scaled up takes a moment to show its new replica
-	// count to the consumers' check.
-	for wait := 10 * time.Second; isAPIError(err, errCodeReplicasExceedStream) && wait > 0; wait -= 250 * time.Millisecond {
+	// A stream just scaled up accepts consumers of its new replica count
+	// only once its new peers have joined (about ten seconds on
+	// nats-server 2.15); until then the server answers 10126.
+	for wait := 60 * time.Second; isAPIError(err, errCodeReplicasExceedStream) && wait > 0; wait -= 250 * time.Millisecond {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("declare consumer %s: %w", name, err)

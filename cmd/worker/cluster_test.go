@@ -20,6 +20,7 @@ import (
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/internal/testenv"
+	"github.com/berth-ops/berth/store"
 )
 
 // TestClusterNodeLoss runs a worker with --replicas 3 on a 3-node NATS
@@ -325,7 +326,7 @@ func historyCounts(t *testing.T, h *harness, projects []string) map[string]int {
 	defer rdb.Close()
 	out := map[string]int{}
 	for _, pr := range projects {
-		raw, err := rdb.LRange(context.Background(), "berth:history:"+pr, 0, -1).Result()
+		raw, err := rdb.LRange(context.Background(), store.NewKeys("").History(pr), 0, -1).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

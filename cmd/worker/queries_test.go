@@ -172,8 +172,14 @@ func TestQueriesAndMetricsEndToEnd(t *testing.T) {
 	for _, ep := range info.Endpoints {
 		eps = append(eps, ep.Name+"="+ep.Subject)
 	}
-	if info.Name != "berth" || strings.Join(eps, " ") !=
-		"status=berth.q.*.status logs=berth.q.*.logs config=berth.q.*.config history=berth.q.*.history releases=berth.q.*.releases projects=berth.q.projects" {
+	// The project endpoints, the fleet-wide ones, and the forwarded queries
+	// of this worker's host.
+	want := "status=berth.q.*.status logs=berth.q.*.logs config=berth.q.*.config history=berth.q.*.history releases=berth.q.*.releases projects=berth.q.projects fleet=berth.q.fleet"
+	host := info.Metadata["host"]
+	for _, ep := range []string{"status", "logs", "config", "history", "releases"} {
+		want += " host-" + ep + "=berth.hq." + host + ".*." + ep
+	}
+	if info.Name != "berth" || host == "" || strings.Join(eps, " ") != want {
 		t.Fatalf("INFO %s", m.Data)
 	}
 	if m, err = h.nc.Request("$SRV.STATS.berth", nil, 5*time.Second); err != nil {

@@ -216,19 +216,20 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	// Shutdown, by Stop or by ctx ending (a signal), stops the query
 	// service before the intake stops pulling commands.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
-	w.cancel = func() {
-		w.stopQueries()
-		w.serving.Store(false)
+	// The goroutines use self: a failed Start returns a nil w.
+	self.cancel = func() {
+		self.stopQueries()
+		self.serving.Store(false)
 		cancelRun()
 	}
 	go func() {
 		select {
 		case <-ctx.Done():
-			w.cancel()
+			self.cancel()
 		case <-runCtx.Done():
 		}
 	}()
-	go func() { w.done <- w.intake.Run(runCtx) }()
+	go func() { self.done <- self.intake.Run(runCtx) }()
 	select {
 	case <-w.intake.Ready():
 	case err := <-w.done:
@@ -241,7 +242,7 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	wctx, stopWatch := context.WithCancel(log.With().Str("component", "engine-watch").Logger().WithContext(context.WithoutCancel(ctx)))
 	watchDone := make(chan struct{})
 	w.stopWatch, w.watchDone = stopWatch, watchDone
-	go func() { defer close(watchDone); svc.WatchEngine(wctx, w.engine) }()
+	go func() { defer close(watchDone); svc.WatchEngine(wctx, self.engine) }()
 	hctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 	fleetDone := make(chan struct{})
 	w.stopFleet, w.fleetDone = stopFleet, fleetDone

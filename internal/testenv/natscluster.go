@@ -50,7 +50,7 @@ func ServeNATSNode() {
 		os.Exit(2)
 	}
 	opts := &server.Options{
-		ServerName: spec.Name, Host: "127.0.0.1", Port: spec.ClientPort, NoSigs: true, NoLog: true,
+		ServerName: spec.Name, Host: "127.0.0.1", Port: spec.ClientPort, NoSigs: true, NoLog: os.Getenv("BERTH_NODE_LOG") == "",
 		JetStream: true, StoreDir: spec.StoreDir,
 		Cluster: server.ClusterOpts{Name: spec.Cluster, Host: "127.0.0.1", Port: spec.ClusterPort},
 		Routes:  server.RoutesFromStr(strings.Join(spec.Routes, ",")),
@@ -60,7 +60,9 @@ func ServeNATSNode() {
 		fmt.Fprintf(os.Stderr, "nats node %s: %v\n", spec.Name, err)
 		os.Exit(2)
 	}
+	s.ConfigureLogger()
 	go s.Start()
+	// BERTH_NODE_LOG=1 shows the node's log.
 	// The test holds the other end of stdin: when it is gone, so is the node.
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	os.Exit(0)
