@@ -124,7 +124,9 @@ func (s Subjects) AllHostCommands() string { return s.Prefix + ".host.>" }
 // ParseHostCommand splits <prefix>.host.<host>.cmd.<project>.<action>.
 func (s Subjects) ParseHostCommand(subject string) (host, project, action string, err error) {
 	rest, ok := strings.CutPrefix(subject, s.Prefix+".host.")
-	parts := strings.Split(rest, ".")
+	// The action is the rest: config.set, config.get and config.delete
+	// hold a dot.
+	parts := strings.SplitN(rest, ".", 4)
 	if !ok || len(parts) != 4 || parts[1] != "cmd" || parts[0] == "" || parts[2] == "" || parts[3] == "" {
 		return "", "", "", fmt.Errorf("subject %q is not a routed command subject (%s.host.<host>.cmd.<project>.<action>)", subject, s.Prefix)
 	}

@@ -92,6 +92,14 @@ func (s *Service) Route(ctx context.Context, project, action string, body []byte
 		}
 		if json.Unmarshal(body, &c) == nil && events.ValidHost(c.Args.Host) {
 			host = c.Args.Host
+			// A host no worker was ever seen on (a typo, most often) would
+			// keep the command waiting for a day: it is answered here,
+			// with not_found.
+			if seen, err := s.seen(ctx, host); err != nil {
+				return "", err
+			} else if !seen {
+				return "", nil
+			}
 		}
 	}
 	if host == s.Host {
@@ -158,12 +166,31 @@ func (s *Service) hostFor(ctx context.Context, project string, old *berth.Projec
 		return s.Host, nil
 	}
 	if asked != s.Host {
+		if seen, err := s.seen(ctx, asked); err != nil {
+			return "", err
+		} else if !seen {
+			return "", events.Errorf(events.CodeNotFound, "no worker of host %s has ever been seen", asked).
+				WithHint(fmt.Sprintf("start a worker with --host %s first, or name a host berth.q.fleet lists", asked))
+		}
 		// Routing sends a config.set to the host it names; reaching
 		// another one means the project was configured meanwhile.
 		return "", events.Errorf(events.CodeConflict, "config.set for host %s reached the worker of host %s", asked, s.Host).
 			WithHint("send it again")
 	}
 	return asked, nil
+}
+
+// seen reports whether a worker of host was ever heard of (true when
+// this worker cannot tell).
+func (s *Service) seen(ctx context.Context, host string) (bool, error) {
+	if s.Fleet == nil {
+		return true, nil
+	}
+	_, ok, err := s.Fleet.Worker(ctx, host)
+	if err != nil {
+		return false, events.Errorf(events.CodeStoreUnavailable, "cannot read the fleet's workers: %v", err).WithHint("try again when NATS answers")
+	}
+	return ok, nil
 }
 
 // otherLiveHosts lists the hosts of the other workers alive now.

@@ -53,6 +53,8 @@ type harnessOptions struct {
 	Admins []string
 	// Logs receives the in-process worker's log; nil: the test log.
 	Logs io.Writer
+	// Host is the in-process worker's --host (default: the machine's).
+	Host string
 }
 
 func newHarnessWith(t *testing.T, o harnessOptions) *harness {
@@ -82,6 +84,7 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 		ConfirmTTL: time.Minute, VerifyTimeout: 60 * time.Second, Stabilize: 2 * time.Second, KeepReleases: 5,
 		// Tests that need signing set SignSecrets or SignKeys.
 		InsecureUnsigned: true,
+		Host:             o.Host,
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
