@@ -180,6 +180,9 @@ func cleanLine(s string) string {
 // TagImage tags an image, by ID or reference, as ref (repo:tag). A missing
 // image is CodeNotFound, an invalid reference CodeBadRequest.
 func (e *Engine) TagImage(ctx context.Context, img, ref string) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	if img == "" || ref == "" {
 		return events.Errorf(events.CodeBadRequest, "tag image %q as %q: empty image or reference", img, ref)
 	}
@@ -203,6 +206,9 @@ func (e *Engine) TagImage(ctx context.Context, img, ref string) error {
 // image a container uses is not removed (CodeConflict). A missing ref is
 // not an error.
 func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	if ref == "" {
 		return events.Errorf(events.CodeBadRequest, "remove image: empty reference")
 	}
@@ -222,6 +228,9 @@ func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
 // ImageID resolves an image reference (or ID) to its image ID
 // ("sha256:..."), or CodeNotFound.
 func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
+	if err := e.ready(ctx); err != nil {
+		return "", err
+	}
 	if ref == "" {
 		return "", events.Errorf(events.CodeBadRequest, "image id: empty reference")
 	}

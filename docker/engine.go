@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -46,6 +47,9 @@ const inspectConcurrency = 8
 type Engine struct {
 	cli     *client.Client
 	compose []string
+	// negotiate guards the one negotiation of the API version (ready).
+	negotiate  sync.Mutex
+	negotiated atomic.Bool
 }
 
 var _ berth.Engine = (*Engine)(nil)
@@ -68,7 +72,7 @@ func WithComposeBinary(argv ...string) Option {
 }
 
 // WithClientOptions adds options to the Docker client, after
-// client.FromEnv and client.WithAPIVersionNegotiation (so client.WithHost
+// client.FromEnv (so client.WithHost
 // overrides DOCKER_HOST).
 func WithClientOptions(opts ...client.Opt) Option {
 	return func(c *config) { c.clientOpts = append(c.clientOpts, opts...) }
@@ -76,7 +80,8 @@ func WithClientOptions(opts ...client.Opt) Option {
 
 // New returns an Engine on the Docker Engine named by the environment
 // (DOCKER_HOST, DOCKER_API_VERSION, DOCKER_CERT_PATH, DOCKER_TLS_VERIFY),
-// negotiating the API version. It does not connect: call Ping for that.
+// negotiating the API version on the first request. It does not connect:
+// call Ping for that.
 //
 // Unless WithComposeBinary says otherwise, Compose runs as the Compose v2
 // plugin binary, so that it is the worker's own child (which dies with
@@ -97,7 +102,7 @@ func New(opts ...Option) (*Engine, error) {
 	if len(c.compose) == 0 || c.compose[0] == "" {
 		return nil, fmt.Errorf("docker: empty compose binary")
 	}
-	copts := append([]client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}, c.clientOpts...)
+	copts := append([]client.Opt{client.FromEnv}, c.clientOpts...)
 	cli, err := client.NewClientWithOpts(copts...)
 	if err != nil {
 		return nil, fmt.Errorf("docker: client: %w", err)
@@ -110,7 +115,10 @@ func (e *Engine) Close() error { return e.cli.Close() }
 
 // Client returns the underlying Docker client, for the operations the
 // Engine does not wrap.
-func (e *Engine) Client() *client.Client { return e.cli }
+func (e *Engine) Client() *client.Client {
+	_ = e.ready(context.Background())
+	return e.cli
+}
 
 // ComposeBinary returns the argument vector that runs Compose, before its
 // arguments: {"/usr/local/lib/docker/cli-plugins/docker-compose"}, or
@@ -119,9 +127,35 @@ func (e *Engine) ComposeBinary() []string { return append([]string(nil), e.compo
 
 // Ping checks that the engine answers.
 func (e *Engine) Ping(ctx context.Context) error {
-	if _, err := e.cli.Ping(ctx); err != nil {
+	if e.negotiated.Load() {
+		if _, err := e.cli.Ping(ctx); err != nil {
+			return e.mapErr(err, "ping")
+		}
+		return nil
+	}
+	return e.ready(ctx)
+}
+
+// ready negotiates the API version with the engine once, before the first
+// request that needs it; until it could, every such request fails as the
+// ping did. The client's own lazy negotiation sets the version from
+// whichever request comes first, racing with the requests running beside
+// it.
+func (e *Engine) ready(ctx context.Context) error {
+	if e.negotiated.Load() {
+		return nil
+	}
+	e.negotiate.Lock()
+	defer e.negotiate.Unlock()
+	if e.negotiated.Load() {
+		return nil
+	}
+	ping, err := e.cli.Ping(ctx)
+	if err != nil {
 		return e.mapErr(err, "ping")
 	}
+	e.cli.NegotiateAPIVersionPing(ping)
+	e.negotiated.Store(true)
 	return nil
 }
 
@@ -181,6 +215,9 @@ func (e *Engine) Containers(ctx context.Context, composeProject string) ([]berth
 
 // list lists every container of a compose project, running or not.
 func (e *Engine) list(ctx context.Context, composeProject string) ([]container.Summary, error) {
+	if err := e.ready(ctx); err != nil {
+		return nil, err
+	}
 	list, err := e.cli.ContainerList(ctx, container.ListOptions{
 		All:     true,
 		Filters: filters.NewArgs(filters.Arg("label", LabelProject+"="+composeProject)),
@@ -325,6 +362,9 @@ func (e *Engine) RemoveStrayContainers(ctx context.Context, composeProject strin
 // second sample (the engine's one-shot stats). A missing container is
 // CodeNotFound.
 func (e *Engine) Stats(ctx context.Context, containerID string) (*berth.ContainerStats, error) {
+	if err := e.ready(ctx); err != nil {
+		return nil, err
+	}
 	resp, err := e.cli.ContainerStatsOneShot(ctx, containerID)
 	if err != nil {
 		return nil, e.mapErr(err, "stats of container "+shortID(containerID))

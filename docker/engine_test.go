@@ -388,3 +388,23 @@ func TestEngineUnavailable(t *testing.T) {
 	err = e.Logs(ctx, "abc", berth.LogOptions{Follow: true}, func(events.LogLine) error { return nil })
 	wantCode(t, err, events.CodeDockerUnavailable)
 }
+
+// The first requests of a new Engine, side by side (a worker's first
+// status commands), do not race on the API version: -race sees any.
+func TestFirstRequestsSideBySide(t *testing.T) {
+	e := newEngine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			_, err := e.Containers(ctx, "btnone")
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -35,6 +35,9 @@ var WatchedActions = []string{
 // the engine cannot be reached or closes the stream (it stops or
 // restarts). The caller reconnects.
 func (e *Engine) WatchContainers(ctx context.Context, since time.Time, fn func(composeProject, action string, at time.Time)) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	args := filters.NewArgs(
 		filters.Arg("type", string(dockerevents.ContainerEventType)),
 		filters.Arg("label", LabelProject),
@@ -81,6 +84,9 @@ func (e *Engine) WatchContainers(ctx context.Context, since time.Time, fn func(c
 // engine tags from since on, until ctx ends; then it returns nil. Errors
 // are those of WatchContainers.
 func (e *Engine) WatchImageTags(ctx context.Context, since time.Time, fn func(ref string)) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	args := filters.NewArgs(
 		filters.Arg("type", string(dockerevents.ImageEventType)),
 		filters.Arg("event", string(dockerevents.ActionTag)),

@@ -18,6 +18,9 @@ import (
 // the container stops; without, an expired ctx is a CodeTimeout error. A
 // missing container is CodeNotFound; fn's error is returned as it is.
 func (e *Engine) Logs(ctx context.Context, containerID string, opts berth.LogOptions, fn func(events.LogLine) error) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	if containerID == "" {
 		return events.Errorf(events.CodeBadRequest, "no container id")
 	}

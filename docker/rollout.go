@@ -16,6 +16,9 @@ import (
 // aliases there (what DisconnectContainer takes it off). A container
 // that is gone is on none.
 func (e *Engine) ContainerNetworks(ctx context.Context, id string) ([]berth.NetworkAttachment, error) {
+	if err := e.ready(ctx); err != nil {
+		return nil, err
+	}
 	in, err := e.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		mapped := e.mapErr(err, "inspect container "+shortID(id))
@@ -46,6 +49,9 @@ func (e *Engine) ContainerNetworks(ctx context.Context, id string) ([]berth.Netw
 // that Docker's DNS stops returning it for its service name; networks it
 // is not on, and a container that is gone, are no error.
 func (e *Engine) DisconnectContainer(ctx context.Context, id string, nets []berth.NetworkAttachment) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	for _, a := range nets {
 		if err := e.cli.NetworkDisconnect(ctx, a.Network, id, false); err != nil {
 			mapped := e.mapErr(err, "disconnect "+shortID(id)+" from "+a.Network)
@@ -62,6 +68,9 @@ func (e *Engine) DisconnectContainer(ctx context.Context, id string, nets []bert
 // DisconnectContainer took it off, with the same aliases. Networks it is
 // attached to already are left as they are.
 func (e *Engine) ReconnectContainer(ctx context.Context, id string, nets []berth.NetworkAttachment) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	in, err := e.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		return e.mapErr(err, "inspect container "+shortID(id))
@@ -82,6 +91,9 @@ func (e *Engine) ReconnectContainer(ctx context.Context, id string, nets []berth
 
 // StartContainer starts a created or stopped container.
 func (e *Engine) StartContainer(ctx context.Context, id string) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	if err := e.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return e.mapErr(err, "start container "+shortID(id))
 	}
@@ -93,6 +105,9 @@ func (e *Engine) StartContainer(ctx context.Context, id string) error {
 // anonymous volumes (named volumes stay). A container that is gone
 // already is no error.
 func (e *Engine) RemoveContainer(ctx context.Context, id string, grace time.Duration) error {
+	if err := e.ready(ctx); err != nil {
+		return err
+	}
 	opts := container.StopOptions{}
 	if grace > 0 {
 		s := int((grace + time.Second - 1) / time.Second)
