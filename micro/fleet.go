@@ -64,6 +64,10 @@ func (s *Server) addFleetEndpoints(svc natsmicro.Service) error {
 	return nil
 }
 
+// forwardTimeout bounds the wait for the owner's answer to a forwarded
+// query (as long as `nats req` waits by default).
+const forwardTimeout = 5 * time.Second
+
 // forward answers a query of a project on another host with that host's
 // answer, relayed unchanged (it was admitted there, under the same rules);
 // it reports false when this worker answers the query itself. A host with
@@ -81,7 +85,12 @@ func (s *Server) forward(ctx context.Context, r natsmicro.Request, ep endpoint, 
 	for k, v := range r.Headers() {
 		msg.Header[k] = v
 	}
-	reply, err := s.nc.RequestMsgWithContext(ctx, msg)
+	// The endpoint answers one query at a time: a forwarded query that
+	// reached a worker as it died must not hold the ones behind it for
+	// the whole query timeout.
+	fctx, cancel := context.WithTimeout(ctx, min(forwardTimeout, s.cfg.Timeout))
+	reply, err := s.nc.RequestMsgWithContext(fctx, msg)
+	cancel()
 	if err != nil {
 		e := s.unavailable(ctx, project, host, err)
 		body, _ := json.Marshal(e)

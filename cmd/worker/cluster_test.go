@@ -132,7 +132,7 @@ func TestClusterNodeLoss(t *testing.T) {
 			delete(results, k)
 		}
 		for _, pr := range projects {
-			for id, n := range storedResultsOf(t, h, pr) {
+			for id, n := range storedResultsOf(t, h, pr, "ha-") {
 				results[id] += n
 			}
 		}
@@ -153,7 +153,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	time.Sleep(4 * time.Second) // AckWait: a command redelivered late would answer again
 	dupResults := 0
 	for _, pr := range projects {
-		for id, n := range storedResultsOf(t, h, pr) {
+		for id, n := range storedResultsOf(t, h, pr, "ha-") {
 			if n != 1 {
 				dupResults++
 				t.Errorf("request %s: %d result events", id, n)
@@ -288,7 +288,7 @@ func streamLeader(t *testing.T, js jetstream.JetStream, stream string) string {
 
 // storedResultsOf counts the result events per request id of a project in
 // BERTH_EVT. It asks again while the stream does not answer (a leader election).
-func storedResultsOf(t *testing.T, h *harness, project string) map[string]uint64 {
+func storedResultsOf(t *testing.T, h *harness, project, idPrefix string) map[string]uint64 {
 	t.Helper()
 	var info *jetstream.StreamInfo
 	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(250 * time.Millisecond) {
@@ -308,7 +308,7 @@ func storedResultsOf(t *testing.T, h *harness, project string) map[string]uint64
 	out := map[string]uint64{}
 	for subj, n := range info.State.Subjects {
 		tok := strings.Split(subj, ".")
-		if id := tok[len(tok)-2]; strings.HasPrefix(id, "ha-") {
+		if id := tok[len(tok)-2]; strings.HasPrefix(id, idPrefix) {
 			out[id] += n
 		}
 	}

@@ -28,9 +28,9 @@ type fleetHost struct {
 	p     *proc
 }
 
-func startFleetHost(h *harness, fh *fleetHost) {
+func startFleetHost(h *harness, fh *fleetHost, extra ...string) {
 	h.t.Helper()
-	fh.p = h.startProcess("--host", fh.name, "--state-dir", fh.state, "--heartbeat", "1s", "--http-addr", "off")
+	fh.p = h.startProcess(append([]string{"--host", fh.name, "--state-dir", fh.state, "--heartbeat", "1s", "--http-addr", "off"}, extra...)...)
 }
 
 // ran reports how many times the worker logged a request as done.

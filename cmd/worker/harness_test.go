@@ -55,6 +55,8 @@ type harnessOptions struct {
 	Logs io.Writer
 	// Host is the in-process worker's --host (default: the machine's).
 	Host string
+	// Replicas of the streams and consumers (default 1).
+	Replicas int
 }
 
 func newHarnessWith(t *testing.T, o harnessOptions) *harness {
@@ -85,6 +87,9 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 		// Tests that need signing set SignSecrets or SignKeys.
 		InsecureUnsigned: true,
 		Host:             o.Host,
+	}
+	if o.Replicas > 0 {
+		cfg.Replicas = o.Replicas
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
