@@ -240,7 +240,7 @@ func (s *Server) answer(ctx context.Context, r natsmicro.Request, ep endpoint, l
 	}
 	// Sequence 0: a query is never redelivered, so any second use of a
 	// signature is a replay.
-	t, err := s.cfg.Admission.Admit(ctx, &handlers.Inbound{Subject: r.Subject(), Project: project, Action: ep.action,
+	t, err := s.cfg.Admission.Admit(ctx, &handlers.Inbound{Subject: s.clientSubject(r.Subject()), Project: project, Action: ep.action,
 		Body: r.Data(), Header: r.Headers(), Query: true}, time.Now())
 	if t.Trusted {
 		*log = log.With().Str("user", t.User).Logger()
@@ -294,6 +294,19 @@ func (s *Server) projects(ctx context.Context, q *events.Command) (any, error) {
 	}
 	res.Count = len(res.Projects)
 	return res, nil
+}
+
+// clientSubject is the subject the client sent a query on, which its
+// signature covers: <prefix>.q.<project>.<endpoint> for a query forwarded
+// on <prefix>.hq.<host>.<project>.<endpoint> (only workers may publish
+// there, and the subject is derived, not taken from the message).
+func (s *Server) clientSubject(subject string) string {
+	rest, ok := strings.CutPrefix(subject, s.cfg.Subjects.Prefix+".hq.")
+	if !ok {
+		return subject
+	}
+	_, rest, _ = strings.Cut(rest, ".")
+	return s.cfg.Subjects.Prefix + ".q." + rest
 }
 
 // projectOf returns the project token of <prefix>.q.<project>.<endpoint>

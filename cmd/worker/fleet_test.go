@@ -64,6 +64,10 @@ func configureOn(h *harness, project, host string) events.Event {
 	return res
 }
 
+// qbody is a query body of user, unique so that its signature is (the
+// same signed message twice is a replay).
+func qbody(user string) string { return `{"id":"` + newID() + `","user":"` + user + `"}` }
+
 func newID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
 
 // TestFleetEndToEnd runs two hosts, each a worker process, on one NATS
@@ -78,10 +82,15 @@ func newID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
 func TestFleetEndToEnd(t *testing.T) {
 	h := newHarnessWith(t, harnessOptions{Host: "h1", Admins: []string{"test:admin"}})
 	h.stop() // the fleet is made of processes, killed and restarted below
+	// Signed: a query forwarded to its owner is checked there against the
+	// subject the client signed.
+	const secret = "fleet-test-secret-0123456789abcdef"
+	h.cfg.SignSecrets = [][]byte{[]byte(secret)}
 	h1 := &fleetHost{name: "h1", state: t.TempDir()}
 	h2 := &fleetHost{name: "h2", state: t.TempDir()}
-	startFleetHost(h, h1)
-	startFleetHost(h, h2)
+	start := func(fh *fleetHost) { startFleetHost(h, fh, "--sign-secrets", secret) }
+	start(h1)
+	start(h2)
 
 	// With two workers alive, a new project must name its host.
 	if res := configureOn(h, "fa", ""); errCode(res) != string(events.CodeBadRequest) || !strings.Contains(res.Error.Message, "host") {
@@ -131,7 +140,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	// Queries, answered by the owning host wherever they land.
 	for range 6 {
 		for _, pr := range []string{"fa", "fb"} {
-			m := h.query("berth.q."+pr+".config", `{"user":"test:alice"}`)
+			m := h.query("berth.q."+pr+".config", qbody("test:alice"))
 			if code := queryErr(t, m); code != "" {
 				t.Fatalf("config query of %s: %s %s", pr, code, m.Data)
 			}
@@ -143,7 +152,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	fleet := func() micro.FleetResult {
 		t.Helper()
-		m := h.query("berth.q.fleet", `{"user":"test:admin"}`)
+		m := h.query("berth.q.fleet", qbody("test:admin"))
 		if code := queryErr(t, m); code != "" {
 			t.Fatalf("fleet: %s %s", code, m.Data)
 		}
@@ -173,7 +182,7 @@ func TestFleetEndToEnd(t *testing.T) {
 			t.Fatalf("fleet entry of %s: %+v", c.host, w)
 		}
 	}
-	m := h.query("berth.q.projects", `{"user":"test:admin"}`)
+	m := h.query("berth.q.projects", qbody("test:admin"))
 	if !strings.Contains(string(m.Data), `"fa"`) || !strings.Contains(string(m.Data), `"fb"`) {
 		t.Fatalf("projects across the fleet: %s", m.Data)
 	}
@@ -185,7 +194,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	killed := time.Now()
 	waitUntil(t, 15*time.Second, "h2 reported down", func() bool { return hostOf(fleet(), "h2").State == "down" })
 	t.Logf("h2 reported down %v after it was killed", time.Since(killed).Round(time.Millisecond))
-	m = h.query("berth.q.fa.config", `{"user":"test:alice"}`)
+	m = h.query("berth.q.fa.config", qbody("test:alice"))
 	if code := queryErr(t, m); code != string(events.CodeUnavailable) {
 		t.Fatalf("config query of a project on a dead host: %s %s", code, m.Data)
 	}
@@ -193,7 +202,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &qe); err != nil || qe.Data["host"] != "h2" || qe.Data["last_seen"] == nil || !strings.Contains(qe.Message, "last seen") {
 		t.Fatalf("unavailable without host and last seen: %s", m.Data)
 	}
-	if m = h.query("berth.q.fb.config", `{"user":"test:alice"}`); queryErr(t, m) != "" {
+	if m = h.query("berth.q.fb.config", qbody("test:alice")); queryErr(t, m) != "" {
 		t.Fatalf("h1's project while h2 is down: %s", m.Data)
 	}
 	var waiting []string
@@ -217,7 +226,7 @@ func TestFleetEndToEnd(t *testing.T) {
 			t.Fatalf("request %s for a project on a dead host: %d events, ran %d times on h1", waiting[i], n, h1.ran(waiting[i]))
 		}
 	}
-	startFleetHost(h, h2)
+	start(h2)
 	for i, es := range subs {
 		res, _ := es.result(t, time.Minute)
 		mustOK(t, res)
