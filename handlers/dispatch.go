@@ -39,6 +39,10 @@ type Delivery struct {
 	// it ends (a follow moves to a lane of its own). It may be called more
 	// than once.
 	Release func()
+	// Refuse, when set, answers the admitted command with this error
+	// instead of running it (its project's host could not be told on its
+	// last delivery).
+	Refuse error
 }
 
 // Emitter publishes events and replies.
@@ -196,6 +200,9 @@ func (d *Dispatcher) Process(ctx context.Context, del Delivery) Decision {
 		return r.finish(ctx, nil, admitErr)
 	}
 	r.replyTo = t.ReplyTo
+	if del.Refuse != nil {
+		return r.finish(ctx, nil, del.Refuse)
+	}
 	req := t.Req
 	req.Delivery = int(del.NumDelivered)
 	h := d.Mux.Handler(action)

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
 )
 
@@ -76,21 +77,33 @@ func (in *Intake) take(ctx context.Context, m jetstream.Msg, free func(), routed
 		host, err := in.cfg.Router.Route(ctx, project, action, m.Data())
 		switch {
 		case err != nil && (in.cfg.Alone == nil || !in.cfg.Alone()):
-			// Another host may own it: wait rather than guess.
+			// Another host may own it: wait rather than guess, and answer
+			// rather than drop it on its last delivery.
+			if in.lastDelivery(del) {
+				in.log.Warn().Err(err).Str("subject", del.Subject).Msg("cannot look up the project's host on the command's last delivery; it is answered with the error")
+				del.Refuse = events.AsError(err)
+				in.handle(ctx, m, free, del)
+				return
+			}
 			in.log.Warn().Err(err).Str("subject", del.Subject).Msg("cannot look up the project's host; the command waits")
 			_ = m.NakWithDelay(2 * time.Second)
 			return
 		case err == nil && host != "" && host != in.cfg.Host:
-			in.forward(ctx, m, del, host, project, action, hops+1)
+			in.forward(ctx, m, free, del, host, project, action, hops+1)
 			return
 		}
 	}
 	in.handle(ctx, m, free, del)
 }
 
+// lastDelivery reports whether the consumer delivers del no more.
+func (in *Intake) lastDelivery(del handlers.Delivery) bool {
+	return in.cfg.Topology.MaxDeliver > 0 && del.NumDelivered >= uint64(in.cfg.Topology.MaxDeliver)
+}
+
 // forward publishes a command on host's subject and acknowledges the
 // original once the route stream has stored it.
-func (in *Intake) forward(ctx context.Context, m jetstream.Msg, del handlers.Delivery, host, project, action string, hops int) {
+func (in *Intake) forward(ctx context.Context, m jetstream.Msg, free func(), del handlers.Delivery, host, project, action string, hops int) {
 	hdr := nats.Header{}
 	for k, v := range m.Headers() {
 		switch k {
@@ -110,6 +123,13 @@ func (in *Intake) forward(ctx context.Context, m jetstream.Msg, del handlers.Del
 	defer cancel()
 	id := fmt.Sprintf("route.%d.%s.%d", del.StreamSeq, host, hops)
 	if _, err := in.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+		if in.lastDelivery(del) {
+			in.log.Warn().Err(err).Str("subject", del.Subject).Str("host", host).Msg("cannot route the command to its host on its last delivery; it is answered with the error")
+			del.Refuse = events.Errorf(events.CodeUnavailable, "cannot hand the command to host %s, which runs project %s: %v", host, project, err).
+				With("host", host).WithHint("send it again (NATS could not store it for that host)")
+			in.handle(ctx, m, free, del)
+			return
+		}
 		in.log.Warn().Err(err).Str("subject", del.Subject).Str("host", host).Msg("cannot route the command to its host; it will be redelivered")
 		_ = m.NakWithDelay(time.Second)
 		return

@@ -16,6 +16,7 @@ import (
 	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 	"github.com/berth-ops/berth/handlers"
+	"github.com/berth-ops/berth/internal/testenv"
 	"github.com/berth-ops/berth/micro"
 	"github.com/berth-ops/berth/store"
 )
@@ -306,4 +307,25 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 			t.Fatalf("%s: not within %v", what, timeout)
 		}
 	}
+}
+
+// While Redis is down a worker of a fleet cannot tell which host runs a
+// project: the command waits (it is delivered again a few times), and
+// when the deliveries are spent it is answered with store_unavailable
+// rather than dropped without a result.
+func TestFleetCommandWhileRedisIsDown(t *testing.T) {
+	rs := testenv.RedisProcess(t)
+	h := newHarnessWith(t, harnessOptions{Host: "h1", RedisURL: rs.URL})
+	h2 := &fleetHost{name: "h2", state: t.TempDir()}
+	startFleetHost(h, h2)
+	mustOK(t, configureOn(h, "rd", "h2"))
+	rs.Stop()
+	defer rs.Start()
+	time.Sleep(2500 * time.Millisecond) // the routes cached before are stale
+	began := time.Now()
+	res, _ := h.send("rd", events.ActionHistory, events.Command{User: "test:alice"})
+	if errCode(res) != string(events.CodeStoreUnavailable) || res.Error.Hint == "" {
+		t.Fatalf("command while Redis is down: %+v %s", res.Error, res.Data)
+	}
+	t.Logf("answered %s after %v: %s", res.Error.Code, time.Since(began).Round(time.Millisecond), res.Error.Message)
 }
