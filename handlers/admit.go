@@ -237,12 +237,13 @@ func checkRole(a *Admission, ctx context.Context, in *Inbound, t *Ticket) error 
 }
 
 // reservedSubject reports whether a reply_to names the server's API or one
-// of the worker's own subject spaces (commands, events, audit, queries).
+// of the worker's own subject spaces (commands, events, audit, queries,
+// the routed commands and forwarded queries of a fleet).
 func (a *Admission) reservedSubject(s string) bool {
 	if strings.HasPrefix(s, "$") || strings.HasPrefix(s, "_") && !strings.HasPrefix(s, "_INBOX.") {
 		return true
 	}
-	for _, space := range []string{"cmd", "evt", "audit", "q"} {
+	for _, space := range []string{"cmd", "evt", "audit", "q", "host", "hq"} {
 		if strings.HasPrefix(s, a.Subjects.Prefix+"."+space+".") || s == a.Subjects.Prefix+"."+space {
 			return true
 		}

@@ -332,7 +332,7 @@ func TestDecodeRejectsCaseVariantsAndDuplicates(t *testing.T) {
 }
 
 func TestDispatchRefusesReplyToOnWorkerSubjects(t *testing.T) {
-	for _, rt := range []string{"$JS.API.STREAM.PURGE.BERTH_EVT", "berth.evt.other.x.result", "berth.cmd.po.deploy", "berth.audit.po.x", "berth.q.po.status"} {
+	for _, rt := range []string{"$JS.API.STREAM.PURGE.BERTH_EVT", "berth.evt.other.x.result", "berth.cmd.po.deploy", "berth.audit.po.x", "berth.q.po.status", "berth.host.h2.cmd.po.deploy", "berth.hq.h2.po.status"} {
 		f := newFixture(t)
 		_, res := f.deliver(t, "berth.cmd.po.history", `{"user":"t:1","reply_to":"`+rt+`"}`)
 		if res.Error == nil || res.Error.Code != events.CodeBadRequest || len(f.em.replies) != 0 {

@@ -32,8 +32,9 @@ const OutcomeOK = "ok"
 // space without bound.
 const unknownLabel = "unknown"
 
-// The lanes of the intake.
-var lanes = []string{"fast", "slow"}
+// The lanes of the intake: the shared ones, and those of the commands
+// routed to this worker's host.
+var lanes = []string{"fast", "slow", "host-fast", "host-slow"}
 
 // durationBuckets span a cached status (milliseconds) to a long deploy
 // (minutes).

@@ -29,6 +29,7 @@ func TestMetricsExposition(t *testing.T) {
 	for _, line := range []string{
 		`berth_status_cache_total{result="hit"} 0`, `berth_status_cache_total{result="miss"} 0`,
 		`berth_inflight_commands{lane="fast"} 0`, `berth_inflight_commands{lane="slow"} 0`,
+		`berth_inflight_commands{lane="host-fast"} 0`, `berth_inflight_commands{lane="host-slow"} 0`,
 		`berth_lock_conflicts_total 0`, `berth_redeliveries_total 0`, "go_goroutines ",
 	} {
 		if !strings.Contains(body, line) {
