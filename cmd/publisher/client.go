@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/berth-ops/berth/auth"
 	"github.com/berth-ops/berth/events"
@@ -374,3 +376,26 @@ func (s *signedSource) Next(ctx context.Context) (eventMsg, error) {
 }
 
 func (s *signedSource) Close() { s.src.Close() }
+
+// hostDown asks for project's config, as a query, and returns what to
+// show when the answer is that the worker of the project's host does not
+// answer (a fleet whose host is down): its message says which host and
+// when it was last seen. It returns "" otherwise.
+func (c *client) hostDown(project, user string) string {
+	body, err := json.Marshal(events.Query{ID: strings.ReplaceAll(uuid.NewString(), "-", ""), User: user})
+	if err != nil {
+		return ""
+	}
+	msg := nats.NewMsg(c.subj.Prefix + ".q." + project + ".config")
+	msg.Data = body
+	c.sign(msg)
+	m, err := c.nc.RequestMsg(msg, 3*time.Second)
+	if err != nil || m.Header.Get(micro.ErrorCodeHeader) != string(events.CodeUnavailable) {
+		return ""
+	}
+	var e events.Error
+	if json.Unmarshal(m.Data, &e) != nil || e.Message == "" {
+		return ""
+	}
+	return sanitize(e.Message, oneLine) + "; the command waits in the stream and runs when that worker is back (Ctrl-C leaves it queued)"
+}

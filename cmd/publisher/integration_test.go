@@ -374,3 +374,37 @@ func TestRunConfirmThenResult(t *testing.T) {
 		t.Fatalf("--strict-exit: exit %d, want %d", code, exitConfirm)
 	}
 }
+
+// A command that gets no event while its project's host is down (a fleet
+// whose worker of that host does not answer) is shown as waiting, with
+// the host and when it was last seen, and the wait goes on.
+func TestRunHostDown(t *testing.T) {
+	s, nc, _ := setupStreams(t) // streams, no worker taking the command
+	defer func(d time.Duration) { stallAfter = d }(stallAfter)
+	stallAfter = 100 * time.Millisecond
+	msg := "project po runs on host b, whose worker does not answer (last seen 2m5s ago, at 2026-11-27T07:03:22Z)"
+	asked := make(chan string, 1)
+	sub, err := nc.Subscribe("berth.q.po.config", func(m *nats.Msg) {
+		asked <- string(m.Data)
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set("Nats-Service-Error-Code", "unavailable")
+		r.Header.Set("Nats-Service-Error", msg)
+		r.Data, _ = json.Marshal(events.Errorf(events.CodeUnavailable, "%s", msg).With("host", "b"))
+		_ = nc.PublishMsg(r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	code, out, errw := runPublisher(t, s, "status", "po", "--id", "req-waits", "--user", "cli:ann", "--timeout", "1s")
+	if code != exitUnavailable || out != "" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errw)
+	}
+	if q := <-asked; !strings.Contains(q, `"user":"cli:ann"`) {
+		t.Fatalf("query %s", q)
+	}
+	want := "waiting: " + msg + "; the command waits in the stream and runs when that worker is back (Ctrl-C leaves it queued)\n"
+	if !strings.HasPrefix(errw, want) || !strings.Contains(errw, "no result within 1s") {
+		t.Fatalf("stderr %q, want it to begin with %q", errw, want)
+	}
+}

@@ -796,27 +796,50 @@ func request(ctx context.Context, c *client, o *options, cmd *events.Command, r 
 	if len(o.eventSecrets) > 0 {
 		src = &signedSource{src: src, secrets: o.eventSecrets, warnf: r.warnf}
 	}
-	return await(ctx, src, r, deadline, o.timeout, o.follow != "", refused)
+	var stalled func() string
+	if o.follow == "" {
+		stalled = func() string { return c.hostDown(o.project, o.user) }
+	}
+	return await(ctx, src, r, deadline, o.timeout, o.follow != "", refused, stalled)
 }
+
+// stallAfter is how long a command may go without any event before the
+// publisher asks whether its project's host is down.
+var stallAfter = 3 * time.Second
 
 // await prints the events from src until the result, and returns the exit
 // code: that of the result, or exitUnavailable when none comes by deadline.
 // refused, when set, is the subject the worker would answer on if it
 // refused the command as untrusted: a hint when no result comes.
-func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time, timeout time.Duration, following bool, refused string) int {
+//
+// stalled, when set, is asked once when no event came within stallAfter:
+// what it returns (the project's host is down) is shown, and the wait goes
+// on.
+func await(ctx context.Context, src eventSource, r *renderer, deadline time.Time, timeout time.Duration, following bool, refused string, stalled func() string) int {
 	seen := map[uint64]bool{}
 	var confirmBy time.Time // set by a confirm event: the result should follow it soon
 	received := 0
+	stallAt := time.Now().Add(stallAfter)
 	for {
-		until, byConfirm := deadline, false
+		until, byConfirm, byStall := deadline, false, false
 		if !confirmBy.IsZero() && confirmBy.Before(deadline) {
 			until, byConfirm = confirmBy, true
+		}
+		if stalled != nil && received == 0 && stallAt.Before(until) {
+			until, byConfirm, byStall = stallAt, false, true
 		}
 		wctx, cancel := context.WithDeadline(ctx, until)
 		m, err := src.Next(wctx)
 		data := m.data
 		expired := wctx.Err() != nil
 		cancel()
+		if err != nil && expired && byStall && ctx.Err() == nil {
+			if msg := stalled(); msg != "" {
+				r.warnf("waiting: %s\n", msg)
+			}
+			stalled = nil
+			continue
+		}
 		if err != nil {
 			r.stopLive()
 			switch {

@@ -232,6 +232,8 @@ type procLogLine struct {
 	RequestID string `json:"request_id"`
 	Server    string `json:"server"`
 	Error     string `json:"error"`
+	Action    string `json:"action"`
+	Duration  int64  `json:"duration_ms"`
 }
 
 func procLogLines(p *proc) []procLogLine {
