@@ -182,17 +182,30 @@ func TestQueriesAndMetricsEndToEnd(t *testing.T) {
 	if info.Name != "berth" || host == "" || strings.Join(eps, " ") != want {
 		t.Fatalf("INFO %s", m.Data)
 	}
-	if m, err = h.nc.Request("$SRV.STATS.berth", nil, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	var stats natsmicro.Stats
-	if err := json.Unmarshal(m.Data, &stats); err != nil {
-		t.Fatal(err)
-	}
-	for _, ep := range stats.Endpoints {
-		// ok, forbidden, not_found, bad_request.
-		if ep.Name == "status" && (ep.NumRequests != 4 || ep.NumErrors != 3) {
-			t.Fatalf("status STATS %+v", ep)
+	// ok, forbidden, not_found, bad_request; a request is counted once its
+	// handler returned, after its reply went out.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m, err = h.nc.Request("$SRV.STATS.berth", nil, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		var stats natsmicro.Stats
+		if err := json.Unmarshal(m.Data, &stats); err != nil {
+			t.Fatal(err)
+		}
+		counted := false
+		for _, ep := range stats.Endpoints {
+			if ep.Name == "status" {
+				counted = ep.NumRequests == 4 && ep.NumErrors == 3
+				if !counted && time.Now().After(deadline) {
+					t.Fatalf("status STATS %+v", ep)
+				}
+			}
+		}
+		if counted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("STATS without status: %s", m.Data)
 		}
 	}
 
