@@ -342,3 +342,18 @@ func historyCounts(t *testing.T, h *harness, projects []string) map[string]int {
 	}
 	return out
 }
+
+// A worker left at one replica on a NATS cluster says so.
+func TestOneReplicaOnAClusterWarns(t *testing.T) {
+	cluster := testenv.StartNATSCluster(t, 3)
+	wlog := &workerLog{}
+	h := newHarnessWith(t, harnessOptions{NATSURL: cluster.URLs(), Logs: wlog})
+	h.stop()
+	warned := false
+	for _, l := range wlog.find("the NATS server is part of a cluster") {
+		warned = warned || (l.level == "warn" && strings.Contains(l.msg, "--replicas 3"))
+	}
+	if !warned {
+		t.Fatal("no warning about one replica on a cluster")
+	}
+}

@@ -140,6 +140,9 @@ func Start(ctx context.Context, cfg *Config, log zerolog.Logger) (w *Worker, err
 	if w.nc, err = connectNATS(cfg, natsURL, log); err != nil {
 		return nil, fmt.Errorf("nats %s: %w", natsURL, err)
 	}
+	if cluster := w.nc.ConnectedClusterName(); cluster != "" && cfg.Replicas == 1 {
+		log.Warn().Str("cluster", cluster).Msg("the NATS server is part of a cluster, but the streams keep one replica: a lost server loses commands and results; start the workers with --replicas 3")
+	}
 	js, err := jetstream.New(w.nc)
 	if err != nil {
 		return nil, err
