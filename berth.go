@@ -201,6 +201,10 @@ type Store interface {
 
 	// GetProject returns a project's config, or CodeNotFound.
 	GetProject(ctx context.Context, name string) (*Project, error)
+	// GetProjects returns the configs of names in one round trip, in
+	// their order; a project not (or no longer) configured, or whose
+	// config cannot be decoded, is nil.
+	GetProjects(ctx context.Context, names []string) ([]*Project, error)
 	// PutProject creates or replaces a project's config.
 	PutProject(ctx context.Context, p *Project) error
 	// DeleteProject removes a project's config and status cache; its

@@ -220,12 +220,13 @@ func (s *Service) uniqueTarget(ctx context.Context, project, realProd, composePr
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
-		if name == project {
-			continue
-		}
-		other, err := s.Store.GetProject(ctx, name)
-		if err != nil {
+	others, err := s.Store.GetProjects(ctx, names)
+	if err != nil {
+		return err
+	}
+	for i, name := range names {
+		other := others[i]
+		if name == project || other == nil {
 			continue
 		}
 		otherProd, _ := filepath.EvalSymlinks(other.Production)

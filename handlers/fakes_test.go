@@ -92,6 +92,19 @@ func (m *memStore) GetStatus(_ context.Context, p string) (*berth.CachedStatus, 
 	}
 	return s, nil
 }
+func (m *memStore) GetProjects(ctx context.Context, names []string) ([]*berth.Project, error) {
+	out := make([]*berth.Project, len(names))
+	for i, n := range names {
+		p, err := m.GetProject(ctx, n)
+		switch {
+		case err == nil:
+			out[i] = p
+		case events.ErrorCode(err) != events.CodeNotFound:
+			return nil, err
+		}
+	}
+	return out, nil
+}
 func (m *memStore) GetProjectStatus(ctx context.Context, name string) (*berth.Project, *berth.CachedStatus, error) {
 	p, err := m.GetProject(ctx, name)
 	if err != nil {

@@ -161,7 +161,11 @@ func (s *Server) fleet(ctx context.Context, q *events.Command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range names {
+	cfgs, err := s.cfg.Service.Store.GetProjects(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range names {
 		err := s.cfg.Service.Authorize(ctx, &handlers.Request{Project: p, Action: events.ActionStatus, User: q.User})
 		switch {
 		case events.ErrorCode(err) == events.CodeForbidden:
@@ -169,8 +173,8 @@ func (s *Server) fleet(ctx context.Context, q *events.Command) (any, error) {
 		case err != nil:
 			return nil, err
 		}
-		cfg, err := s.cfg.Service.Store.GetProject(ctx, p)
-		if err != nil {
+		cfg := cfgs[i]
+		if cfg == nil {
 			continue
 		}
 		if i, ok := byHost[cfg.Host]; ok {

@@ -167,6 +167,11 @@ func everyOperation(t *testing.T, s *store.Store) {
 	ok("GetProject", err)
 	_, err = s.ListProjects(ctx)
 	ok("ListProjects", err)
+	if ps, err := s.GetProjects(ctx, []string{"web", "none"}); err == nil && (len(ps) != 2 || ps[0] == nil || ps[1] != nil) {
+		t.Errorf("GetProjects: %+v", ps)
+	} else {
+		ok("GetProjects", err)
+	}
 	ok("PutStatus", s.PutStatus(ctx, "web", &berth.CachedStatus{TakenAt: t0, Report: json.RawMessage(`{}`)}, time.Minute))
 	_, err = s.GetStatus(ctx, "web")
 	ok("GetStatus", err)
@@ -372,6 +377,17 @@ func failover(t *testing.T, s, check *store.Store, kill func(ctx context.Context
 	for _, name := range l.confirmed {
 		if !slices.Contains(names, name) {
 			lost = append(lost, name+" (not listed)")
+		}
+	}
+	// All of them at once: one MGET over the {cfg} slot, which a Redis
+	// Cluster serves from one master.
+	all, err := check.GetProjects(t.Context(), l.confirmed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range all {
+		if p == nil || p.Name != l.confirmed[i] {
+			lost = append(lost, l.confirmed[i]+" (not in GetProjects)")
 		}
 	}
 	if len(lost) > 0 {

@@ -226,6 +226,35 @@ func (s *Store) GetProject(ctx context.Context, name string) (*berth.Project, er
 	return &p, nil
 }
 
+// GetProjects returns the configs of names with one MGET (their keys share
+// the {cfg} slot, so it works on a Redis Cluster), in their order; nil for
+// a project not configured or whose config cannot be decoded.
+func (s *Store) GetProjects(ctx context.Context, names []string) ([]*berth.Project, error) {
+	out := make([]*berth.Project, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(names))
+	for i, n := range names {
+		keys[i] = s.keys.Project(n)
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, s.fail("get projects", err)
+	}
+	for i, v := range vals {
+		raw, ok := v.(string)
+		if !ok {
+			continue
+		}
+		var p berth.Project
+		if json.Unmarshal([]byte(raw), &p) == nil {
+			out[i] = &p
+		}
+	}
+	return out, nil
+}
+
 // projectNotFound is the answer for a project that is not configured.
 func projectNotFound(name string) error {
 	return notFound("configure it with config.set", "project %q is not configured", name)

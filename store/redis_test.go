@@ -607,3 +607,32 @@ func TestConfigValidate(t *testing.T) {
 		s.Close()
 	}
 }
+
+// GetProjects reads many configs at once, in order, with nil for a
+// project that is not configured or whose config is broken; a store that
+// does not answer is store_unavailable.
+func TestGetProjects(t *testing.T) {
+	s := newStore(t, store.Config{})
+	ctx := t.Context()
+	for _, n := range []string{"gp-a", "gp-b"} {
+		if err := s.PutProject(ctx, sampleProject(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Client().Set(ctx, s.Keys().Project("gp-broken"), "{broken", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetProjects(ctx, []string{"gp-b", "gp-missing", "gp-broken", "gp-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0] == nil || got[0].Name != "gp-b" || got[1] != nil || got[2] != nil || got[3] == nil || got[3].Name != "gp-a" {
+		t.Fatalf("GetProjects: %+v", got)
+	}
+	if got, err := s.GetProjects(ctx, nil); err != nil || len(got) != 0 {
+		t.Fatalf("GetProjects of none: %v, %v", got, err)
+	}
+	down := newStore(t, store.Config{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", closedPort(t))})
+	_, err = down.GetProjects(ctx, []string{"gp-a"})
+	wantCode(t, err, events.CodeStoreUnavailable)
+}
