@@ -304,7 +304,7 @@ func TestFleetSimulation(t *testing.T) {
 	// latency percentiles of commands and queries.
 	t.Logf("P10: %d operations (%d clients, %d projects, 3 hosts, 3-node NATS, 3 replicas) in %v: %.0f/s; setup %v; "+
 		"executed twice %d, lost %d, on another host %d, failed %d, done by the killed worker before its log line %d, "+
-			"queries unavailable while %s was down %d, queries sent again %d",
+		"queries unavailable while %s was down %d, queries sent again %d",
 		len(ops), clients, nprojects, runTook.Round(time.Millisecond), float64(len(ops))/runTook.Seconds(), setupTook.Round(time.Millisecond),
 		twice, lost, elsewhere, failed, cutByKill, victim.name, unavailable, retried)
 	for _, fh := range hosts {
