@@ -45,6 +45,11 @@ type Delivery struct {
 	Refuse error
 }
 
+// Last reports whether the consumer delivers the message no more.
+func (d Delivery) Last() bool {
+	return d.MaxDeliver > 0 && d.NumDelivered >= uint64(d.MaxDeliver)
+}
+
 // Emitter publishes events and replies.
 type Emitter interface {
 	// Emit publishes body on subject with the given message id. A durable
@@ -420,7 +425,7 @@ func (d *Dispatcher) recordTTL() time.Duration {
 }
 
 func (d *Dispatcher) retry(del Delivery, why string) Decision {
-	if del.MaxDeliver > 0 && del.NumDelivered >= uint64(del.MaxDeliver) {
+	if del.Last() {
 		return Decision{Verdict: Term, Reason: "last delivery: " + why}
 	}
 	delay := d.RetryDelay

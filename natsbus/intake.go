@@ -305,7 +305,6 @@ func (in *Intake) reattach(ctx context.Context, l laneSpec, c jetstream.Consumer
 
 func (in *Intake) handle(ctx context.Context, m jetstream.Msg, free func(), del handlers.Delivery) {
 	del.Release = free
-	del.MaxDeliver = in.cfg.Topology.MaxDeliver
 	del.InProgress = func() { _ = m.InProgress() }
 	if o := in.disp.Observer; o != nil && del.NumDelivered > 1 {
 		o.Redelivery()

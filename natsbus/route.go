@@ -49,7 +49,8 @@ const maxHops = 4
 func (in *Intake) take(ctx context.Context, m jetstream.Msg, free func(), routed bool) {
 	subjects := in.cfg.Topology.Subjects
 	h := m.Headers()
-	del := handlers.Delivery{Subject: m.Subject(), Data: m.Data(), MsgID: h.Get(jetstream.MsgIDHeader), Header: h}
+	del := handlers.Delivery{Subject: m.Subject(), Data: m.Data(), MsgID: h.Get(jetstream.MsgIDHeader), Header: h,
+		MaxDeliver: in.cfg.Topology.MaxDeliver}
 	md, mdErr := m.Metadata()
 	if mdErr == nil {
 		del.StreamSeq = md.Sequence.Stream
@@ -79,7 +80,7 @@ func (in *Intake) take(ctx context.Context, m jetstream.Msg, free func(), routed
 		case err != nil && (in.cfg.Alone == nil || !in.cfg.Alone()):
 			// Another host may own it: wait rather than guess, and answer
 			// rather than drop it on its last delivery.
-			if in.lastDelivery(del) {
+			if del.Last() {
 				in.log.Warn().Err(err).Str("subject", del.Subject).Msg("cannot look up the project's host on the command's last delivery; it is answered with the error")
 				del.Refuse = events.AsError(err)
 				in.handle(ctx, m, free, del)
@@ -94,11 +95,6 @@ func (in *Intake) take(ctx context.Context, m jetstream.Msg, free func(), routed
 		}
 	}
 	in.handle(ctx, m, free, del)
-}
-
-// lastDelivery reports whether the consumer delivers del no more.
-func (in *Intake) lastDelivery(del handlers.Delivery) bool {
-	return in.cfg.Topology.MaxDeliver > 0 && del.NumDelivered >= uint64(in.cfg.Topology.MaxDeliver)
 }
 
 // forward publishes a command on host's subject and acknowledges the
@@ -123,7 +119,7 @@ func (in *Intake) forward(ctx context.Context, m jetstream.Msg, free func(), del
 	defer cancel()
 	id := fmt.Sprintf("route.%d.%s.%d", del.StreamSeq, host, hops)
 	if _, err := in.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
-		if in.lastDelivery(del) {
+		if del.Last() {
 			in.log.Warn().Err(err).Str("subject", del.Subject).Str("host", host).Msg("cannot route the command to its host on its last delivery; it is answered with the error")
 			del.Refuse = events.Errorf(events.CodeUnavailable, "cannot hand the command to host %s, which runs project %s: %v", host, project, err).
 				With("host", host).WithHint("send it again (NATS could not store it for that host)")
