@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/berth-ops/berth"
 	"github.com/berth-ops/berth/events"
 )
 
@@ -59,6 +60,16 @@ func (s *Service) Authorize(ctx context.Context, req *Request) error {
 	case err != nil:
 		return err
 	}
+	return s.AuthorizeOn(p, req)
+}
+
+// AuthorizeOn is Authorize with the project's config already read (p, the
+// config of req.Project).
+func (s *Service) AuthorizeOn(p *berth.Project, req *Request) error {
+	if s.isGlobalAdmin(req.User) {
+		return nil
+	}
+	need := RequiredRole(req.Action)
 	role := p.Roles[req.User]
 	if role == "" && p.AnonymousViewers {
 		role = RoleViewer

@@ -90,7 +90,7 @@ func (s *Service) Route(ctx context.Context, project, action string, body []byte
 				Host string `json:"host"`
 			} `json:"args"`
 		}
-		if json.Unmarshal(body, &c) == nil && events.ValidHost(c.Args.Host) {
+		if json.Unmarshal(body, &c) == nil && events.ValidHost(c.Args.Host) && c.Args.Host != s.Host {
 			host = c.Args.Host
 			// A host no worker was ever seen on (a typo, most often) would
 			// keep the command waiting for a day: it is answered here,

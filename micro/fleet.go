@@ -166,15 +166,8 @@ func (s *Server) fleet(ctx context.Context, q *events.Command) (any, error) {
 		return nil, err
 	}
 	for i, p := range names {
-		err := s.cfg.Service.Authorize(ctx, &handlers.Request{Project: p, Action: events.ActionStatus, User: q.User})
-		switch {
-		case events.ErrorCode(err) == events.CodeForbidden:
-			continue
-		case err != nil:
-			return nil, err
-		}
 		cfg := cfgs[i]
-		if cfg == nil {
+		if cfg == nil || s.cfg.Service.AuthorizeOn(cfg, &handlers.Request{Project: p, Action: events.ActionStatus, User: q.User}) != nil {
 			continue
 		}
 		if i, ok := byHost[cfg.Host]; ok {

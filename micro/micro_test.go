@@ -312,6 +312,15 @@ func TestQueryProjects(t *testing.T) {
 		}
 	}
 	wantError(t, e.ask("berth.q.projects", `{"user":"cli:bob","args":{"all":true}}`), "bad_request")
+	// berth.q.fleet shows the same projects to each user (here, with no
+	// fleet, all of them unplaced).
+	for user, want := range map[string]string{"cli:admin": "po,pub,secret", "cli:alice": "po,pub", "cli:bob": "pub"} {
+		m := e.ask("berth.q.fleet", fmt.Sprintf(`{"user":%q}`, user))
+		var res micro.FleetResult
+		if err := json.Unmarshal(m.Data, &res); err != nil || strings.Join(res.Unplaced, ",") != want {
+			t.Fatalf("fleet of %s: %s, want unplaced %s", user, m.Data, want)
+		}
+	}
 }
 
 func TestQueryMicroInfoAndStats(t *testing.T) {
